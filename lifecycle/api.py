@@ -1,0 +1,421 @@
+"""The Python API: ``lifecycle.connect(url)`` and the ``Lifecycle`` handle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+import strategies
+from lifecycle import arrays, validation
+from lifecycle.errors import (
+    AlreadyForgotten,
+    DuplicateSampleIds,
+    IdempotencyConflict,
+    InvalidConfig,
+    InvalidRequest,
+    ModelExists,
+    NotReady,
+    RequestNotCancellable,
+    TombstonedSample,
+    UnknownModel,
+    UnknownRequest,
+    UnknownSamples,
+    UnknownSubject,
+    UnknownTask,
+    UnsupportedForgetUnit,
+)
+from store.artifacts import ArtifactStore, sha256
+from store.engine import open_engine
+from store.ledger import Ledger, utcnow
+from store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
+
+DEFAULT_URL = "sqlite:///lifecycle.db"
+
+
+def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = None, create: bool = True) -> Lifecycle:
+    """Open a ledger. A new empty database gets the current schema; an older
+    one raises ``SchemaOutOfDate`` naming ``lifecycle db upgrade``.
+
+    SQLite keeps artifacts in a folder beside the database file
+    (``ledger.db`` -> ``ledger.db.artifacts``); other backends take
+    ``artifacts`` or the ``LIFECYCLE_ARTIFACTS`` environment variable.
+    """
+    url = url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
+    engine = open_engine(url, create=create)
+    return Lifecycle(Ledger(engine), ArtifactStore(artifacts or default_artifacts(url)))
+
+
+def default_artifacts(url: str) -> Path:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise InvalidRequest("an in-memory SQLite ledger cannot be shared with workers; use a file")
+        return Path(parsed.database + ".artifacts")
+    return Path(os.environ.get("LIFECYCLE_ARTIFACTS", "lifecycle-artifacts"))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of a model's history: a request and what its version measured."""
+
+    request: Request
+    version: int | None
+    evaluations: tuple[Evaluation, ...]
+
+
+class Lifecycle:
+    def __init__(self, ledger: Ledger, artifacts: ArtifactStore) -> None:
+        self.ledger = ledger
+        self.artifacts = artifacts
+
+    # ---- models --------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        strategy: str,
+        n_features: int,
+        n_classes: int,
+        config: dict[str, Any] | None = None,
+        relapse_threshold: float = 0.05,
+        forget_due_days: float = 30.0,
+    ) -> Model:
+        validation.name(name, "model name")
+        try:
+            spec = strategies.get(strategy)
+            cfg = spec.make_config(config)
+        except (strategies.UnknownStrategy, strategies.StrategyConfigError, TypeError) as exc:
+            raise InvalidConfig(str(exc)) from None
+        for value, what, hi in ((n_features, "n_features", 10_000_000), (n_classes, "n_classes", 100_000)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= hi:
+                raise InvalidRequest(f"{what} must be an integer in 1..{hi}, not {value!r}")
+        if n_classes < 2:
+            raise InvalidRequest("n_classes must be at least 2")
+        if not isinstance(relapse_threshold, (int, float)) or not 0 < relapse_threshold < 1:
+            raise InvalidRequest(f"relapse_threshold is a fraction of accuracy in (0, 1), not {relapse_threshold!r}")
+        if not isinstance(forget_due_days, (int, float)) or not 0 < forget_due_days <= 3650:
+            raise InvalidRequest(f"forget_due_days must be in (0, 3650], not {forget_due_days!r}")
+        if self.ledger.model(name) is not None:
+            raise ModelExists(f"a model named {name!r} already exists")
+        try:
+            return self.ledger.create_model(name, strategy, strategies.base.config_to_dict(cfg), int(n_features),
+                                            int(n_classes), float(relapse_threshold), float(forget_due_days))
+        except IntegrityError:
+            raise ModelExists(f"a model named {name!r} already exists") from None
+
+    def model(self, name: str) -> Model:
+        if not isinstance(name, str):
+            raise InvalidRequest(f"model name must be a string, not {type(name).__name__}")
+        found = self.ledger.model(name)
+        if found is None:
+            known = ", ".join(m.name for m in self.ledger.models()[:10]) or "none"
+            raise UnknownModel(f"no model named {name!r} (models: {known})")
+        return found
+
+    def models(self) -> list[Model]:
+        return self.ledger.models()
+
+    def tasks(self, model: str) -> list[Task]:
+        return self.ledger.tasks(self.model(model).id)
+
+    # ---- submitting ----------------------------------------------------------
+
+    def learn(
+        self,
+        model: str,
+        *,
+        task: str,
+        X: Any,
+        y: Any,
+        sample_ids: Any = None,
+        subjects: Any = None,
+        probe: tuple[Any, Any] | None = None,
+        idempotency_key: str | None = None,
+        requested_by: str | None = None,
+        reason: str | None = None,
+    ) -> Request:
+        """Queue a learn request. Raises a typed error and writes nothing when invalid."""
+        m = self.model(model)
+        validation.name(task, "task")
+        Xa = validation.features(X, m.n_features)
+        ya = validation.labels(y, len(Xa), m.n_classes)
+        key = None if idempotency_key is None else validation.name(idempotency_key, "idempotency_key")
+        requested_by = validation.optional_text(requested_by, "requested_by", 200)
+        reason = validation.optional_text(reason, "reason")
+        ids = (
+            validation.id_list(sample_ids, "sample_ids", len(Xa))
+            if sample_ids is not None
+            else None
+        )
+        subs = validation.subjects(subjects, len(Xa)) if subjects is not None else [None] * len(Xa)
+        existing_task = self.ledger.task(m.id, task)
+        probe_arrays = None
+        if probe is not None:
+            if not isinstance(probe, (tuple, list)) or len(probe) != 2:
+                raise InvalidRequest("probe must be a pair (X_probe, y_probe)")
+            Xp = validation.features(probe[0], m.n_features, "probe X")
+            probe_arrays = (Xp, validation.labels(probe[1], len(Xp), m.n_classes, "probe y"))
+        elif existing_task is None or existing_task.probe_digest is None:
+            raise InvalidRequest(f"task {task!r} has no probe set yet: pass probe=(X_probe, y_probe) to evaluate it")
+
+        sha = _sha(kind="learn", task=task, X=Xa, y=ya, ids=ids, subjects=subs,
+                   probe=None if probe_arrays is None else list(probe_arrays))
+        if key is not None:
+            prior = self._by_key(m, key, sha)
+            if prior is not None:
+                return prior
+        if ids is None:
+            ids = [f"{task}/{sha[:16]}/{i}" for i in range(len(Xa))]
+        tomb = self.ledger.tombstoned(m.id, ids)
+        if tomb:
+            raise TombstonedSample(
+                f"{len(tomb)} sample(s) of this learn request were forgotten earlier and may not be learned "
+                f"again, e.g. {sorted(tomb)[:3]}"
+            )
+        known = self.ledger.samples(m.id, ids)
+        if known:
+            raise DuplicateSampleIds(
+                f"{len(known)} sample id(s) are already in model {m.name!r}, e.g. {sorted(known)[:3]}"
+            )
+        salt = self.ledger.subject_salt(m.id)
+        hashes = [None if s is None else subject_hash(salt, s) for s in subs]
+        written = []
+        try:
+            payload = self._put(arrays.pack({"X": Xa, "y": ya, "sample_ids": np.array(ids)}), written)
+            probe_digest = None
+            if probe_arrays is not None:
+                probe_digest = self._put(arrays.pack({"X": probe_arrays[0], "y": probe_arrays[1]}), written)
+            classes = set(ya.tolist()) | (set(probe_arrays[1].tolist()) if probe_arrays else set())
+            return self.ledger.submit_learn(
+                m, task=task, classes=sorted(classes), probe_digest=probe_digest, payload_digest=payload,
+                payload_sha=sha, sample_ids=ids, labels=ya.tolist(), subject_hashes=hashes,
+                idempotency_key=key, requested_by=requested_by, reason=reason,
+            )
+        except IntegrityError:
+            self._discard(written)
+            if key is not None and (prior := self._by_key(m, key, sha)) is not None:
+                return prior
+            raise DuplicateSampleIds("a concurrent request took some of these sample ids first") from None
+        except BaseException:
+            self._discard(written)
+            raise
+
+    def forget(
+        self,
+        model: str,
+        *,
+        task: str | None = None,
+        samples: Any = None,
+        subject: str | None = None,
+        reason: str | None = None,
+        requested_by: str | None = None,
+        idempotency_key: str | None = None,
+        due_at: dt.datetime | None = None,
+    ) -> Request:
+        """Queue a forget of a task, a list of sample ids, or everything of a subject."""
+        m = self.model(model)
+        given = [k for k, v in (("task", task), ("samples", samples), ("subject", subject)) if v is not None]
+        if len(given) != 1:
+            raise InvalidRequest(f"forget takes exactly one of task=, samples=, subject=; got {given or 'none'}")
+        reason = validation.optional_text(reason, "reason")
+        requested_by = validation.optional_text(requested_by, "requested_by", 200)
+        key = None if idempotency_key is None else validation.name(idempotency_key, "idempotency_key")
+        received = utcnow()
+        due = validation.due(due_at, received) if due_at is not None else received + dt.timedelta(days=m.forget_due_days)
+        spec = strategies.get(m.strategy)
+        if given[0] != "task" and spec.tags.forget_unit == "task":
+            raise UnsupportedForgetUnit(
+                f"model {m.name!r} uses strategy {m.strategy!r}, which forgets whole tasks only; a "
+                f"{given[0]}-level forget cannot be honoured exactly and is not approximated. Forget the "
+                f"task instead, or use a sample-level strategy ({', '.join(sample_level_strategies())})."
+            )
+
+        if task is not None:
+            validation.name(task, "task")
+            target: dict[str, Any] = {"task": task}
+        elif samples is not None:
+            ids = validation.id_list(samples, "samples")
+            target = {"samples": ids}
+        else:
+            validation.name(subject, "subject")
+            target = {"subject_hash": subject_hash(self.ledger.subject_salt(m.id), subject)}
+        sha = _sha(kind="forget", target=target)
+        if key is not None:
+            prior = self._by_key(m, key, sha)
+            if prior is not None:
+                return prior
+
+        if task is not None:
+            t = self.ledger.task(m.id, task)
+            if t is None:
+                names = ", ".join(x.name for x in self.ledger.tasks(m.id)[:10]) or "none"
+                raise UnknownTask(f"model {m.name!r} has no task {task!r} (tasks: {names})")
+            if t.state == "forgotten":
+                raise AlreadyForgotten(f"task {task!r} was already forgotten at version {t.forgotten_at_version}")
+            open_id = self.ledger.open_forget_of_task(m.id, task)
+            if open_id is not None:
+                raise AlreadyForgotten(f"a forget of task {task!r} is already queued: request {open_id}")
+        elif samples is not None:
+            ids = target["samples"]
+            tomb = self.ledger.tombstoned(m.id, ids)
+            if tomb:
+                raise AlreadyForgotten(f"{len(tomb)} sample(s) were already forgotten, e.g. {sorted(tomb)[:3]}")
+            known = self.ledger.samples(m.id, ids)
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise UnknownSamples(f"{len(missing)} sample id(s) were never learned by {m.name!r}, "
+                                     f"e.g. {missing[:3]}")
+        else:
+            counts = self.ledger.subject_counts(m.id, target["subject_hash"])
+            if counts.get("pending", 0) + counts.get("active", 0) == 0:
+                if counts.get("tombstoned", 0):
+                    raise AlreadyForgotten("every sample of this subject was already forgotten")
+                raise UnknownSubject(f"model {m.name!r} holds no sample of this subject")
+        return self.ledger.submit_forget(m, target=target, payload_sha=sha, due_at=due, idempotency_key=key,
+                                         requested_by=requested_by, reason=reason)
+
+    def cancel(self, request_id: str) -> Request:
+        current = self.status(request_id)
+        cancelled = self.ledger.cancel(request_id)
+        if cancelled is None:
+            raise RequestNotCancellable(f"request {request_id} is {current.status}; only queued requests can be "
+                                        "cancelled")
+        return cancelled
+
+    # ---- following requests ------------------------------------------------
+
+    def status(self, request_id: str) -> Request:
+        if not isinstance(request_id, str):
+            raise InvalidRequest(f"request id must be a string, not {type(request_id).__name__}")
+        found = self.ledger.request(request_id)
+        if found is None:
+            raise UnknownRequest(f"no request with id {request_id!r}")
+        return found
+
+    def wait(self, request_id: str, timeout: float | None = None, poll: float = 0.2) -> Request:
+        """Block until the request is applied, failed, rejected or cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            req = self.status(request_id)
+            if req.done:
+                return req
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"request {request_id} is still {req.status} after {timeout} s")
+            time.sleep(poll)
+
+    def requests(self, model: str | None = None, statuses: list[str] | None = None) -> list[Request]:
+        model_id = None if model is None else self.model(model).id
+        return self.ledger.requests(model_id, statuses)
+
+    def drain(self, model: str | None = None, max_steps: int | None = None) -> list[Request]:
+        """Apply queued requests in this process until none is left; return them."""
+        from lifecycle.worker import Worker
+
+        return Worker(self).drain(model=model, max_steps=max_steps)
+
+    # ---- reading results ---------------------------------------------------
+
+    def history(self, model: str) -> list[Step]:
+        m = self.model(model)
+        by_version: dict[int, list[Evaluation]] = {}
+        for ev in self.ledger.evaluations(m.id):
+            by_version.setdefault(ev.version, []).append(ev)
+        return [
+            Step(r, r.result_version, tuple(by_version.get(r.result_version, ())))
+            for r in self.ledger.requests(m.id)
+        ]
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        return self.ledger.versions(self.model(model).id)
+
+    def relapse(self, model: str) -> list[RelapseFinding]:
+        return self.ledger.findings(self.model(model).id)
+
+    def certificate(self, request_id: str) -> dict[str, Any]:
+        req = self.status(request_id)
+        cert = self.ledger.certificate(request_id)
+        if cert is None:
+            raise NotReady(f"request {request_id} is a {req.kind} request in state {req.status}; certificates "
+                           "exist for applied forget requests only")
+        return cert
+
+    def events(self, model: str):
+        return self.ledger.events(self.model(model).id)
+
+    def predict(self, model: str, X: Any, task: str | None = None) -> np.ndarray:
+        from lifecycle.worker import load_strategy
+
+        m = self.model(model)
+        Xa = validation.features(X, m.n_features)
+        version = self.ledger.latest_version(m.id)
+        if version is None:
+            raise NotReady(f"model {m.name!r} has no applied version yet; drain the queue or start the service")
+        spec = strategies.get(m.strategy)
+        if spec.tags.needs_task_id:
+            if task is None:
+                raise InvalidRequest(f"strategy {m.strategy!r} needs task= at inference")
+            if self.ledger.task(m.id, validation.name(task, "task")) is None:
+                raise UnknownTask(f"model {m.name!r} has no task {task!r}")
+        return load_strategy(self.artifacts, m, version).predict(Xa, task=task)
+
+    # ---- helpers -------------------------------------------------------------
+
+    def _by_key(self, m: Model, key: str, sha: str) -> Request | None:
+        found = self.ledger.request_by_key(m.id, key)
+        if found is None:
+            return None
+        request, prior_sha = found
+        if prior_sha != sha:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was used for request {request.id} with a different payload"
+            )
+        return request
+
+    def _put(self, data: bytes, written: list[str]) -> str:
+        digest = sha256(data)
+        existed = self.artifacts.exists(digest)
+        self.artifacts.put(data)
+        if not existed:
+            written.append(digest)
+        return digest
+
+    def _discard(self, written: list[str]) -> None:
+        for digest in written:
+            if not self.ledger.blob_in_use(digest):
+                self.artifacts.delete(digest)
+
+
+def subject_hash(salt: str, subject: str) -> str:
+    return hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest()
+
+
+def sample_level_strategies() -> list[str]:
+    return [n for n in strategies.names() if strategies.get(n).tags.forget_unit == "sample"]
+
+
+def _sha(**fields: Any) -> str:
+    """Digest of a request's payload, for idempotency comparisons."""
+    h = hashlib.sha256()
+    for k in sorted(fields):
+        v = fields[k]
+        h.update(k.encode() + b"\0")
+        if isinstance(v, np.ndarray):
+            h.update(f"{v.dtype.str}{v.shape}".encode() + v.tobytes())
+        elif isinstance(v, list) and v and isinstance(v[0], np.ndarray):
+            for a in v:
+                h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+        else:
+            h.update(json.dumps(v, sort_keys=True).encode())
+        h.update(b"\1")
+    return h.hexdigest()

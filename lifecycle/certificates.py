@@ -1,0 +1,59 @@
+"""Deletion certificates: receipts built from the verification pass after a forget."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from store.records import Claim, Evaluation
+
+from strategies.base import Tags
+
+
+def build(
+    claim: Claim,
+    *,
+    tags: Tags,
+    version_before: int,
+    removed_ids: list[str],
+    evaluations: list[Evaluation],
+    findings: list[dict],
+    forgotten_tasks: list[str],
+    applied_at: str,
+    data_touched: str,
+) -> dict[str, Any]:
+    req = claim.request
+    retained = [e for e in evaluations if e.role == "retained"]
+    forgotten = [e for e in evaluations if e.role == "forgotten"]
+    return {
+        "kind": "lifecycle.deletion-certificate/1",
+        "request": {
+            "id": req.id,
+            "target": req.target,
+            "requested_by": req.requested_by,
+            "reason": req.reason,
+            "received_at": req.received_at.isoformat(),
+            "due_at": req.due_at.isoformat() if req.due_at else None,
+        },
+        "model": claim.model.name,
+        "version_before": version_before,
+        "version_after": version_before + 1,
+        "strategy": claim.model.strategy,
+        "exactness": tags.exactness,
+        "data_touched_at_forget": data_touched,
+        "removed": {
+            "count": len(removed_ids),
+            "sample_id_sha256": sorted(hashlib.sha256(i.encode()).hexdigest() for i in removed_ids),
+        },
+        "verification": {
+            "forgotten_tasks": [
+                {"task": e.task, "accuracy": e.accuracy, "chance": e.chance, "at_or_below_chance": e.accuracy <= e.chance}
+                for e in forgotten
+            ],
+            "tasks_forgotten_by_this_request": forgotten_tasks,
+            "retained_tasks": [{"task": e.task, "accuracy": e.accuracy} for e in retained],
+            "relapse_findings": findings,
+            "relapse_status": "relapse" if findings else "clear",
+        },
+        "applied_at": applied_at,
+    }

@@ -1,0 +1,92 @@
+"""Typed errors of the public API. Each names the problem in its message."""
+
+from store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost, LedgerError, SchemaOutOfDate
+
+
+class LifecycleError(Exception):
+    """Base class of errors raised by the lifecycle API."""
+
+
+class InvalidRequest(LifecycleError, ValueError):
+    """An argument is malformed: wrong shape, dtype, range, NaN/inf, bad name."""
+
+
+class InvalidConfig(LifecycleError, ValueError):
+    """A model's strategy or its config is unknown or out of range."""
+
+
+class ModelExists(LifecycleError):
+    """A model of that name is already in the ledger."""
+
+
+class UnknownModel(LifecycleError, LookupError):
+    pass
+
+
+class UnknownTask(LifecycleError, LookupError):
+    pass
+
+
+class UnknownSamples(LifecycleError, LookupError):
+    """Sample ids that were never submitted for learning."""
+
+
+class UnknownSubject(LifecycleError, LookupError):
+    """No learned or queued sample belongs to this subject."""
+
+
+class UnknownRequest(LifecycleError, LookupError):
+    pass
+
+
+class DuplicateSampleIds(LifecycleError, ValueError):
+    """Sample ids repeated within a request or already in the model."""
+
+
+class TombstonedSample(LifecycleError):
+    """A learn request contains samples that were forgotten; they may not come back."""
+
+
+class AlreadyForgotten(LifecycleError):
+    """The forget target was already forgotten (or its forget is already queued)."""
+
+
+class UnsupportedForgetUnit(LifecycleError):
+    """The model's strategy cannot forget at the requested granularity."""
+
+
+class IdempotencyConflict(LifecycleError):
+    """An idempotency key was reused with a different payload."""
+
+
+class NotReady(LifecycleError):
+    """The model has no applied version yet."""
+
+
+class RequestNotCancellable(LifecycleError):
+    """Only queued requests can be cancelled."""
+
+
+__all__ = [
+    "AlreadyForgotten",
+    "ArtifactCorrupt",
+    "ArtifactMissing",
+    "DuplicateSampleIds",
+    "IdempotencyConflict",
+    "InvalidConfig",
+    "InvalidRequest",
+    "LeaseLost",
+    "LedgerError",
+    "LifecycleError",
+    "ModelExists",
+    "NotReady",
+    "RequestNotCancellable",
+    "SchemaOutOfDate",
+    "TombstonedSample",
+    "UnknownModel",
+    "UnknownRequest",
+    "UnknownSamples",
+    "UnknownSubject",
+    "UnknownTask",
+    "UnsupportedForgetUnit",
+]

@@ -1,0 +1,58 @@
+"""Task relapse: a forgotten task whose accuracy comes back.
+
+``relapse(f, k) = max(0, acc_k(f) - max(acc_s(f), chance(f)))`` where ``s``
+is the step that forgot ``f``. One-sided on purpose: a task pushed below
+chance that drifts back up to chance has not relapsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+def relapse(acc_now: float, acc_at_forget: float, chance: float) -> float:
+    return max(0.0, acc_now - max(acc_at_forget, chance))
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """A forgotten task as the check sees it after a step."""
+
+    task: str
+    forgotten_at_version: int
+    acc_at_forget: float
+    peak_since_forget: float
+    accuracy: float
+    chance: float
+
+
+def findings(tasks: Sequence[Forgotten], threshold: float) -> list[dict]:
+    """One finding per forgotten task whose relapse exceeds ``threshold``."""
+    out = []
+    for t in tasks:
+        value = relapse(t.accuracy, t.acc_at_forget, t.chance)
+        if value > threshold:
+            out.append(
+                {
+                    "task": t.task,
+                    "forgotten_at_version": t.forgotten_at_version,
+                    "acc_at_forget": t.acc_at_forget,
+                    "accuracy": t.accuracy,
+                    "chance": t.chance,
+                    "relapse": value,
+                    "threshold": threshold,
+                    "peak_since_forget": max(t.peak_since_forget, t.accuracy),
+                }
+            )
+    return out
+
+
+def spill(before: Mapping[str, float], after: Mapping[str, float]) -> float:
+    """UnCLe's spill of one forget: sum of |delta acc| over tasks retained across it."""
+    return sum(abs(after[t] - before[t]) for t in before if t in after)
+
+
+def end_of_run_relapse(acc_end: float, acc_at_forget: float) -> float:
+    """UnCLe's paper number for one forgotten task: |acc_end - acc_at_forget|."""
+    return abs(acc_end - acc_at_forget)

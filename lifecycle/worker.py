@@ -1,0 +1,256 @@
+"""The worker: claim a request, apply it through the strategy, verify, commit.
+
+A step never holds a database transaction while it trains: the claim commits
+a lease, a heartbeat thread renews it, and the completion is fenced on the
+lease (and on the model version the step started from).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import numpy as np
+
+import strategies
+from lifecycle import arrays, certificates
+from lifecycle import relapse as relapse_check
+from lifecycle.api import Lifecycle
+from store.artifacts import ArtifactStore
+from store.errors import LeaseLost
+from store.ledger import utcnow
+from store.records import FAILED, REJECTED, Claim, Evaluation, Model, ModelVersion, Request, Sample, StepOutcome, Task
+
+log = logging.getLogger("lifecycle.worker")
+
+
+class Rejected(Exception):
+    """The request is no longer valid against the ledger as it stands now."""
+
+
+def load_strategy(artifacts: ArtifactStore, model: Model, version: ModelVersion | None) -> strategies.Strategy:
+    spec = strategies.get(model.strategy)
+    strategy = spec.build(spec.make_config(model.config), model.n_features, model.n_classes)
+    if version is not None:
+        strategy.load_state_dict(arrays.unpack(artifacts.get(version.artifact_digest)))
+    return strategy
+
+
+def chance(model: Model, task: Task, tags: strategies.Tags) -> float:
+    """Accuracy of guessing: among the task's classes when the task id is given, else among all."""
+    return 1.0 / (len(task.classes) if tags.needs_task_id else model.n_classes)
+
+
+class Worker:
+    def __init__(self, lc: Lifecycle, *, owner: str | None = None, lease_seconds: float = 60.0,
+                 max_attempts: int = 5) -> None:
+        self.lc = lc
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.stopping = threading.Event()
+        self.current: Claim | None = None
+        self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
+        self._probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def ledger(self):
+        return self.lc.ledger
+
+    def drain(self, model: str | None = None, max_steps: int | None = None) -> list[Request]:
+        model_id = None if model is None else self.lc.model(model).id
+        done: list[Request] = []
+        while not self.stopping.is_set() and (max_steps is None or len(done) < max_steps):
+            req = self.run_once(model_id)
+            if req is None:
+                break
+            done.append(req)
+        return done
+
+    def run_once(self, model_id: int | None = None) -> Request | None:
+        claim = self.ledger.claim(self.owner, self.lease_seconds, model_id)
+        if claim is None:
+            return None
+        self.current = claim
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(claim, stop_beat), daemon=True)
+        beat.start()
+        try:
+            self._apply(claim)
+        except LeaseLost as exc:
+            log.warning("lost the lease on %s: %s", claim.request.id, exc)
+            self._cache.pop(claim.model.id, None)
+        finally:
+            stop_beat.set()
+            beat.join()
+            self.current = None
+        return self.ledger.request(claim.request.id)
+
+    def maintain(self) -> None:
+        """Periodic upkeep: re-queue expired leases, finish interrupted purges."""
+        for rid in self.ledger.requeue_expired(self.max_attempts):
+            log.info("re-queued request %s after its lease expired", rid)
+        for m in self.ledger.models():
+            self.purge(m)
+
+    def _heartbeat(self, claim: Claim, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_seconds / 3):
+            if not self.ledger.renew(claim, self.lease_seconds):
+                log.warning("request %s: lease could not be renewed", claim.request.id)
+                return
+
+    # ---- one step ------------------------------------------------------------
+
+    def _apply(self, claim: Claim) -> None:
+        model, req = claim.model, claim.request
+        spec = strategies.get(model.strategy)
+        base = self.ledger.latest_version(model.id)
+        base_no = base.version if base else 0
+        log.info("applying %s %s to %s v%d (attempt %d)", req.kind, req.id, model.name, base_no, claim.attempt)
+        try:
+            strategy = self._strategy(model, base)
+            tasks = {t.name: t for t in self.ledger.tasks(model.id)}
+            started = time.perf_counter()
+            if req.kind == "learn":
+                task_states, forgotten_now, removed = self._learn(claim, strategy, tasks), {}, []
+            else:
+                task_states, forgotten_now, removed = self._forget(claim, strategy, spec.tags, tasks)
+            step_seconds = time.perf_counter() - started
+        except Rejected as exc:
+            self._cache.pop(model.id, None)
+            self.ledger.finish_unapplied(claim, REJECTED, str(exc))
+            log.info("rejected %s: %s", req.id, exc)
+            return
+        except Exception as exc:  # a strategy failure must not take the worker down
+            self._cache.pop(model.id, None)
+            log.exception("request %s failed", req.id)
+            self.ledger.finish_unapplied(claim, FAILED, f"{type(exc).__name__}: {exc}")
+            return
+
+        evaluations, findings = self._verify(model, spec.tags, strategy, tasks, task_states, forgotten_now)
+        digest = self.lc.artifacts.put(arrays.pack(strategy.state_dict()))
+        cert = None
+        if req.kind == "forget":
+            cert = certificates.build(
+                claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
+                findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=utcnow().isoformat(),
+                data_touched={"nothing": "none", "forget data": "the forgotten samples' stored data only",
+                              "ids only": "the forgotten samples' ids only"}[spec.tags.forget_needs],
+            )
+        outcome = StepOutcome(
+            artifact_digest=digest,
+            step_seconds=step_seconds,
+            evaluations=evaluations,
+            findings=findings,
+            forgotten_sample_ids=removed,
+            task_states=task_states,
+            certificate=cert,
+            tasks_forgotten={t: next(e.accuracy for e in evaluations if e.task == t) for t in forgotten_now},
+        )
+        try:
+            version = self.ledger.complete(claim, base_no, outcome)
+        except LeaseLost:
+            if not self.ledger.digest_in_use(digest):
+                self.lc.artifacts.delete(digest)
+            raise
+        self._cache[model.id] = (digest, strategy)
+        log.info("applied %s -> %s v%d in %.3f s", req.id, model.name, version.version, step_seconds)
+        if req.kind == "forget":
+            self.purge(model)
+
+    def _strategy(self, model: Model, version: ModelVersion | None) -> strategies.Strategy:
+        cached = self._cache.get(model.id)
+        if cached is not None and version is not None and cached[0] == version.artifact_digest:
+            return cached[1]
+        return load_strategy(self.lc.artifacts, model, version)
+
+    def _learn(self, claim: Claim, strategy, tasks: dict[str, Task]) -> dict[str, str]:
+        req = claim.request
+        name = req.target["task"]
+        data = arrays.unpack(self.lc.artifacts.get(claim.payload_digest))
+        strategy.learn(strategies.TaskData(name, data["X"], data["y"], tuple(str(s) for s in data["sample_ids"])))
+        state = tasks[name].state
+        return {name: "relearned" if state in ("forgotten", "relearned") else "learned"}
+
+    def _forget(self, claim: Claim, strategy, tags, tasks: dict[str, Task]):
+        target = claim.request.target
+        task = target.get("task")
+        if task is not None and tasks[task].state not in ("learned", "relearned"):
+            raise Rejected(f"task {task!r} is {tasks[task].state}: there is nothing learned to forget")
+        samples = self.ledger.resolve_forget(claim.model.id, target)
+        ids = [s.sample_id for s in samples]
+        X = y = None
+        if tags.forget_needs == "forget data" and samples:
+            X, y = self._sample_data(samples)
+        strategy.forget(strategies.ForgetSet(tuple(ids), task=task, X=X, y=y, tasks=tuple(s.task for s in samples)))
+        return {}, ({task} if task is not None else set()), ids
+
+    def _sample_data(self, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
+        by_blob: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(samples):
+            if s.data_digest is None:
+                raise RuntimeError(f"sample {s.sample_id!r} has no stored data left to forget with")
+            by_blob[s.data_digest].append(i)
+        X = y = None
+        for digest, positions in by_blob.items():
+            blob = arrays.unpack(self.lc.artifacts.get(digest))
+            rows = [samples[i].data_row for i in positions]
+            if X is None:
+                X = np.empty((len(samples), blob["X"].shape[1]), dtype=blob["X"].dtype)
+                y = np.empty(len(samples), dtype=np.int64)
+            X[positions], y[positions] = blob["X"][rows], blob["y"][rows]
+        return X, y
+
+    def _verify(self, model, tags, strategy, tasks, task_states, forgotten_now):
+        """Evaluate every task's probe set and run the relapse check."""
+        evaluations, watch = [], []
+        for name, task in tasks.items():
+            state = task_states.get(name, task.state)
+            if name in forgotten_now:
+                state = "forgotten"
+            if state == "pending" or task.probe_digest is None:
+                continue
+            Xp, yp = self._probe(task.probe_digest)
+            acc = float(np.mean(strategy.predict(Xp, task=name) == yp))
+            role = "forgotten" if state == "forgotten" else "retained"
+            c = chance(model, task, tags)
+            evaluations.append(Evaluation(0, name, role, acc, c, len(yp)))
+            if role == "forgotten" and name not in forgotten_now:
+                watch.append(relapse_check.Forgotten(name, task.forgotten_at_version, task.acc_at_forget,
+                                                     task.peak_since_forget or task.acc_at_forget, acc, c))
+        return evaluations, relapse_check.findings(watch, model.relapse_threshold)
+
+    def _probe(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
+        if digest not in self._probes:
+            blob = arrays.unpack(self.lc.artifacts.get(digest))
+            self._probes[digest] = (blob["X"], blob["y"])
+        return self._probes[digest]
+
+    # ---- purging -------------------------------------------------------------
+
+    def purge(self, model: Model) -> None:
+        """Delete forgotten samples' stored data, and model states trained on it.
+
+        Idempotent: after a crash between commit and purge, ``maintain`` finds
+        what still points at forgotten data and finishes the job.
+        """
+        for digest in sorted({s.data_digest for s in self.ledger.forgotten_with_data(model.id)}):
+            keep = [s for s in self.ledger.samples_in_blob(digest) if s.status != "forgotten"]
+            new = None
+            if keep and self.lc.artifacts.exists(digest):
+                blob = arrays.unpack(self.lc.artifacts.get(digest))
+                rows = [s.data_row for s in keep]
+                new = self.lc.artifacts.put(arrays.pack({
+                    "X": blob["X"][rows], "y": blob["y"][rows], "sample_ids": np.array([s.sample_id for s in keep]),
+                }))
+            self.ledger.repoint_blob(digest, new, {s.sample_id: i for i, s in enumerate(keep)})
+            if not self.ledger.blob_in_use(digest):
+                self.lc.artifacts.delete(digest)
+        for digest in self.ledger.purge_states(model.id):
+            if not self.ledger.digest_in_use(digest):
+                self.lc.artifacts.delete(digest)

@@ -1,0 +1,21 @@
+"""Errors raised by the ledger itself."""
+
+
+class LedgerError(Exception):
+    """Base class of ledger errors."""
+
+
+class SchemaOutOfDate(LedgerError):
+    """The database schema is behind this code; the message names the upgrade command."""
+
+
+class LeaseLost(LedgerError):
+    """A worker tried to finish a request it no longer owns (its lease expired and was taken)."""
+
+
+class ArtifactMissing(LedgerError):
+    """An artifact named by the ledger is not in the artifact store."""
+
+
+class ArtifactCorrupt(LedgerError):
+    """An artifact's content no longer matches its sha256 digest."""

@@ -1,0 +1,722 @@
+"""Repository over the ledger tables. Every method is one transaction and
+returns plain dataclasses from ``store.records``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from store import records as rec
+from store.errors import LeaseLost
+from store.records import APPLIED, CANCELLED, FAILED, QUEUED, REJECTED, RUNNING
+from store.schema import (
+    CertificateRow,
+    EvaluationRow,
+    EventRow,
+    ModelRow,
+    ModelVersionRow,
+    RelapseFindingRow,
+    RequestRow,
+    SampleRow,
+    TaskRow,
+    TombstoneRow,
+)
+from store.engine import session_factory
+
+PENDING, ACTIVE, FORGOTTEN = "pending", "active", "forgotten"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _model(row: ModelRow) -> rec.Model:
+    return rec.Model(
+        id=row.id,
+        name=row.name,
+        strategy=row.strategy,
+        config=dict(row.config),
+        n_features=row.n_features,
+        n_classes=row.n_classes,
+        relapse_threshold=row.relapse_threshold,
+        forget_due_days=row.forget_due_days,
+        created_at=row.created_at,
+    )
+
+
+def _task(row: TaskRow) -> rec.Task:
+    return rec.Task(
+        id=row.id,
+        model_id=row.model_id,
+        name=row.name,
+        state=row.state,
+        classes=tuple(row.classes),
+        probe_digest=row.probe_digest,
+        forgotten_at_version=row.forgotten_at_version,
+        acc_at_forget=row.acc_at_forget,
+        peak_since_forget=row.peak_since_forget,
+    )
+
+
+def _request(row: RequestRow, model_name: str) -> rec.Request:
+    return rec.Request(
+        id=row.id,
+        seq=row.seq,
+        model=model_name,
+        kind=row.kind,
+        target=dict(row.target),
+        status=row.status,
+        received_at=row.received_at,
+        due_at=row.due_at,
+        requested_by=row.requested_by,
+        reason=row.reason,
+        idempotency_key=row.idempotency_key,
+        attempt=row.attempt,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        step_seconds=row.step_seconds,
+        error=row.error,
+        result_version=row.result_version,
+    )
+
+
+def _sample(row: SampleRow, task_name: str) -> rec.Sample:
+    return rec.Sample(
+        sample_id=row.sample_id,
+        task=task_name,
+        label=row.label,
+        subject_hash=row.subject_hash,
+        status=row.status,
+        data_digest=row.data_digest,
+        data_row=row.data_row,
+    )
+
+
+def _event(s: Session, model_id: int, request_id: str | None, kind: str, **detail: Any) -> None:
+    s.add(EventRow(model_id=model_id, request_id=request_id, kind=kind, detail=detail, at=utcnow()))
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    def _begin(self):
+        return self._sessions.begin()
+
+    # ---- models and tasks -------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        strategy: str,
+        config: dict[str, Any],
+        n_features: int,
+        n_classes: int,
+        relapse_threshold: float,
+        forget_due_days: float,
+    ) -> rec.Model:
+        with self._begin() as s:
+            row = ModelRow(
+                name=name,
+                strategy=strategy,
+                config=config,
+                n_features=n_features,
+                n_classes=n_classes,
+                relapse_threshold=relapse_threshold,
+                forget_due_days=forget_due_days,
+                subject_salt=secrets.token_hex(16),
+                created_at=utcnow(),
+            )
+            s.add(row)
+            s.flush()
+            _event(s, row.id, None, "model_created", strategy=strategy, config=config)
+            return _model(row)
+
+    def model(self, name: str) -> rec.Model | None:
+        with self._begin() as s:
+            row = s.scalar(select(ModelRow).where(ModelRow.name == name))
+            return _model(row) if row else None
+
+    def models(self) -> list[rec.Model]:
+        with self._begin() as s:
+            return [_model(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.id))]
+
+    def subject_salt(self, model_id: int) -> str:
+        with self._begin() as s:
+            return s.scalar(select(ModelRow.subject_salt).where(ModelRow.id == model_id))
+
+    def tasks(self, model_id: int) -> list[rec.Task]:
+        with self._begin() as s:
+            rows = s.scalars(select(TaskRow).where(TaskRow.model_id == model_id).order_by(TaskRow.id))
+            return [_task(r) for r in rows]
+
+    def task(self, model_id: int, name: str) -> rec.Task | None:
+        with self._begin() as s:
+            row = s.scalar(select(TaskRow).where(TaskRow.model_id == model_id, TaskRow.name == name))
+            return _task(row) if row else None
+
+    # ---- samples and tombstones ------------------------------------------
+
+    def samples(self, model_id: int, sample_ids: Iterable[str]) -> dict[str, rec.Sample]:
+        ids = list(sample_ids)
+        out: dict[str, rec.Sample] = {}
+        with self._begin() as s:
+            for chunk in _chunks(ids, 500):
+                q = (
+                    select(SampleRow, TaskRow.name)
+                    .join(TaskRow, TaskRow.id == SampleRow.task_id)
+                    .where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
+                )
+                for row, task_name in s.execute(q):
+                    out[row.sample_id] = _sample(row, task_name)
+        return out
+
+    def tombstoned(self, model_id: int, sample_ids: Iterable[str]) -> set[str]:
+        ids = list(sample_ids)
+        found: set[str] = set()
+        with self._begin() as s:
+            for chunk in _chunks(ids, 500):
+                q = select(TombstoneRow.sample_id).where(
+                    TombstoneRow.model_id == model_id, TombstoneRow.sample_id.in_(chunk)
+                )
+                found.update(s.scalars(q))
+        return found
+
+    def subject_counts(self, model_id: int, subject_hash: str) -> dict[str, int]:
+        """How many of a subject's samples are pending, active or tombstoned."""
+        with self._begin() as s:
+            q = (
+                select(SampleRow.status, func.count())
+                .where(SampleRow.model_id == model_id, SampleRow.subject_hash == subject_hash)
+                .group_by(SampleRow.status)
+            )
+            counts = {status: n for status, n in s.execute(q)}
+            counts["tombstoned"] = s.scalar(
+                select(func.count())
+                .select_from(TombstoneRow)
+                .where(TombstoneRow.model_id == model_id, TombstoneRow.subject_hash == subject_hash)
+            )
+            return counts
+
+    def resolve_forget(self, model_id: int, target: dict[str, Any]) -> list[rec.Sample]:
+        """The active samples a forget target names, in a stable order."""
+        with self._begin() as s:
+            q = (
+                select(SampleRow, TaskRow.name)
+                .join(TaskRow, TaskRow.id == SampleRow.task_id)
+                .where(SampleRow.model_id == model_id, SampleRow.status == ACTIVE)
+            )
+            if "task" in target:
+                q = q.where(TaskRow.name == target["task"])
+            elif "subject_hash" in target:
+                q = q.where(SampleRow.subject_hash == target["subject_hash"])
+            elif "samples" in target:
+                q = q.where(SampleRow.sample_id.in_(target["samples"]))
+            else:
+                raise ValueError(f"unknown forget target {target!r}")
+            return [_sample(row, name) for row, name in s.execute(q.order_by(SampleRow.id))]
+
+    def forgotten_with_data(self, model_id: int | None = None) -> list[rec.Sample]:
+        """Forgotten samples whose stored data still awaits purging."""
+        with self._begin() as s:
+            q = (
+                select(SampleRow, TaskRow.name)
+                .join(TaskRow, TaskRow.id == SampleRow.task_id)
+                .where(SampleRow.status == FORGOTTEN, SampleRow.data_digest.is_not(None))
+            )
+            if model_id is not None:
+                q = q.where(SampleRow.model_id == model_id)
+            return [_sample(row, name) for row, name in s.execute(q)]
+
+    def samples_in_blob(self, digest: str) -> list[rec.Sample]:
+        with self._begin() as s:
+            q = (
+                select(SampleRow, TaskRow.name)
+                .join(TaskRow, TaskRow.id == SampleRow.task_id)
+                .where(SampleRow.data_digest == digest)
+            )
+            return [_sample(row, name) for row, name in s.execute(q)]
+
+    def repoint_blob(self, old: str, new: str | None, rows: dict[str, int]) -> None:
+        """After a blob was rewritten without forgotten rows: move the kept
+        samples (``sample_id -> new row``) to ``new``; drop the rest's pointers."""
+        with self._begin() as s:
+            for sample_row in s.scalars(select(SampleRow).where(SampleRow.data_digest == old)):
+                if sample_row.sample_id in rows and new is not None:
+                    sample_row.data_digest, sample_row.data_row = new, rows[sample_row.sample_id]
+                else:
+                    sample_row.data_digest, sample_row.data_row = None, None
+            s.execute(update(RequestRow).where(RequestRow.payload_digest == old).values(payload_digest=new))
+
+    def blob_in_use(self, digest: str) -> bool:
+        with self._begin() as s:
+            return bool(
+                s.scalar(select(exists().where(SampleRow.data_digest == digest)))
+                or s.scalar(select(exists().where(RequestRow.payload_digest == digest)))
+            )
+
+    # ---- submission --------------------------------------------------------
+
+    def request_by_key(self, model_id: int, key: str) -> tuple[rec.Request, str] | None:
+        """The request filed under an idempotency key, with its payload sha."""
+        with self._begin() as s:
+            row = s.scalar(
+                select(RequestRow).where(RequestRow.model_id == model_id, RequestRow.idempotency_key == key)
+            )
+            if row is None:
+                return None
+            name = s.scalar(select(ModelRow.name).where(ModelRow.id == model_id))
+            return _request(row, name), row.payload_sha
+
+    def submit_learn(
+        self,
+        model: rec.Model,
+        *,
+        task: str,
+        classes: Sequence[int],
+        probe_digest: str | None,
+        payload_digest: str,
+        payload_sha: str,
+        sample_ids: Sequence[str],
+        labels: Sequence[int],
+        subject_hashes: Sequence[str | None],
+        idempotency_key: str | None,
+        requested_by: str | None,
+        reason: str | None,
+    ) -> rec.Request:
+        now = utcnow()
+        with self._begin() as s:
+            task_row = s.scalar(select(TaskRow).where(TaskRow.model_id == model.id, TaskRow.name == task))
+            if task_row is None:
+                task_row = TaskRow(model_id=model.id, name=task, state=PENDING, classes=sorted(set(classes)),
+                                   probe_digest=probe_digest)
+                s.add(task_row)
+                s.flush()
+            else:
+                task_row.classes = sorted(set(task_row.classes) | set(classes))
+                if probe_digest is not None:
+                    task_row.probe_digest = probe_digest
+            row = RequestRow(
+                id=str(uuid.uuid4()),
+                model_id=model.id,
+                kind="learn",
+                target={"task": task, "n_samples": len(sample_ids)},
+                payload_sha=payload_sha,
+                payload_digest=payload_digest,
+                idempotency_key=idempotency_key,
+                requested_by=requested_by,
+                reason=reason,
+                received_at=now,
+                due_at=None,
+                status=QUEUED,
+                attempt=0,
+            )
+            s.add(row)
+            s.flush()
+            s.add_all(
+                SampleRow(
+                    model_id=model.id,
+                    sample_id=sid,
+                    task_id=task_row.id,
+                    subject_hash=subj,
+                    label=int(label),
+                    learn_request_seq=row.seq,
+                    status=PENDING,
+                    data_digest=payload_digest,
+                    data_row=i,
+                )
+                for i, (sid, label, subj) in enumerate(zip(sample_ids, labels, subject_hashes, strict=True))
+            )
+            _event(s, model.id, row.id, "submitted", request_kind="learn", task=task, n_samples=len(sample_ids))
+            return _request(row, model.name)
+
+    def submit_forget(
+        self,
+        model: rec.Model,
+        *,
+        target: dict[str, Any],
+        payload_sha: str,
+        due_at: dt.datetime,
+        idempotency_key: str | None,
+        requested_by: str | None,
+        reason: str | None,
+    ) -> rec.Request:
+        with self._begin() as s:
+            row = RequestRow(
+                id=str(uuid.uuid4()),
+                model_id=model.id,
+                kind="forget",
+                target=target,
+                payload_sha=payload_sha,
+                payload_digest=None,
+                idempotency_key=idempotency_key,
+                requested_by=requested_by,
+                reason=reason,
+                received_at=utcnow(),
+                due_at=due_at,
+                status=QUEUED,
+                attempt=0,
+            )
+            s.add(row)
+            s.flush()
+            _event(s, model.id, row.id, "submitted", request_kind="forget", target=target, due_at=due_at.isoformat())
+            return _request(row, model.name)
+
+    def open_forget_of_task(self, model_id: int, task: str) -> str | None:
+        """The id of a queued or running forget of ``task``, if any."""
+        with self._begin() as s:
+            rows = s.scalars(
+                select(RequestRow).where(
+                    RequestRow.model_id == model_id,
+                    RequestRow.kind == "forget",
+                    RequestRow.status.in_((QUEUED, RUNNING)),
+                )
+            )
+            for row in rows:
+                if row.target.get("task") == task:
+                    return row.id
+            return None
+
+    def cancel(self, request_id: str) -> rec.Request | None:
+        """Cancel a queued request; returns it, or None when it was not queued."""
+        with self._begin() as s:
+            row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
+            if row is None or row.status != QUEUED:
+                return None
+            row.status, row.finished_at = CANCELLED, utcnow()
+            if row.kind == "learn":
+                s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq))
+            _event(s, row.model_id, row.id, "cancelled")
+            name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
+            return _request(row, name)
+
+    # ---- reading requests -------------------------------------------------
+
+    def request(self, request_id: str) -> rec.Request | None:
+        with self._begin() as s:
+            q = (
+                select(RequestRow, ModelRow.name)
+                .join(ModelRow, ModelRow.id == RequestRow.model_id)
+                .where(RequestRow.id == request_id)
+            )
+            found = s.execute(q).first()
+            return _request(*found) if found else None
+
+    def requests(self, model_id: int | None = None, statuses: Iterable[str] | None = None) -> list[rec.Request]:
+        with self._begin() as s:
+            q = select(RequestRow, ModelRow.name).join(ModelRow, ModelRow.id == RequestRow.model_id)
+            if model_id is not None:
+                q = q.where(RequestRow.model_id == model_id)
+            if statuses is not None:
+                q = q.where(RequestRow.status.in_(list(statuses)))
+            return [_request(row, name) for row, name in s.execute(q.order_by(RequestRow.seq))]
+
+    def payload_digest(self, request_id: str) -> str | None:
+        with self._begin() as s:
+            return s.scalar(select(RequestRow.payload_digest).where(RequestRow.id == request_id))
+
+    # ---- claiming and leases ----------------------------------------------
+
+    def claim(self, owner: str, lease_seconds: float, model_id: int | None = None) -> rec.Claim | None:
+        """Take the oldest queued request of a model that has none running.
+
+        Per-model order is ledger order: a request is eligible only when no
+        older request of its model is still queued and none is running.
+        """
+        now = utcnow()
+        other = aliased(RequestRow)
+        busy = exists().where(
+            other.model_id == RequestRow.model_id,
+            (other.status == RUNNING) | and_(other.status == QUEUED, other.seq < RequestRow.seq),
+        )
+        q = select(RequestRow).where(RequestRow.status == QUEUED, ~busy)
+        if model_id is not None:
+            q = q.where(RequestRow.model_id == model_id)
+        q = q.order_by(RequestRow.seq).limit(1).with_for_update(skip_locked=True)
+        with self._begin() as s:
+            row = s.scalar(q)
+            if row is None:
+                return None
+            row.status = RUNNING
+            row.attempt += 1
+            row.lease_owner = owner
+            row.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+            row.started_at = now
+            _event(s, row.model_id, row.id, "claimed", owner=owner, attempt=row.attempt)
+            model_row = s.get(ModelRow, row.model_id)
+            return rec.Claim(
+                request=_request(row, model_row.name),
+                model=_model(model_row),
+                owner=owner,
+                attempt=row.attempt,
+                payload_digest=row.payload_digest,
+            )
+
+    def _owned(self, s: Session, claim: rec.Claim) -> RequestRow:
+        row = s.scalar(
+            select(RequestRow)
+            .where(
+                RequestRow.id == claim.request.id,
+                RequestRow.status == RUNNING,
+                RequestRow.lease_owner == claim.owner,
+                RequestRow.attempt == claim.attempt,
+            )
+            .with_for_update()
+        )
+        if row is None:
+            raise LeaseLost(
+                f"request {claim.request.id}: worker {claim.owner} no longer holds attempt {claim.attempt}"
+            )
+        return row
+
+    def renew(self, claim: rec.Claim, lease_seconds: float) -> bool:
+        try:
+            with self._begin() as s:
+                row = self._owned(s, claim)
+                row.lease_expires_at = utcnow() + dt.timedelta(seconds=lease_seconds)
+                return True
+        except LeaseLost:
+            return False
+
+    def release(self, claim: rec.Claim, why: str) -> None:
+        """Give a claimed request back to the queue untouched (graceful shutdown)."""
+        with self._begin() as s:
+            row = self._owned(s, claim)
+            row.status, row.lease_owner, row.lease_expires_at = QUEUED, None, None
+            _event(s, row.model_id, row.id, "released", owner=claim.owner, attempt=claim.attempt, why=why)
+
+    def requeue_expired(self, max_attempts: int) -> list[str]:
+        """Re-queue running requests whose lease expired; fail those out of attempts."""
+        now = utcnow()
+        touched = []
+        with self._begin() as s:
+            rows = s.scalars(
+                select(RequestRow)
+                .where(RequestRow.status == RUNNING, RequestRow.lease_expires_at < now)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                owner = row.lease_owner
+                row.lease_owner, row.lease_expires_at = None, None
+                if row.attempt >= max_attempts:
+                    row.status, row.finished_at = FAILED, now
+                    row.error = f"its lease expired {row.attempt} times (worker died or hung each time)"
+                    if row.kind == "learn":
+                        s.execute(
+                            delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
+                        )
+                    _event(s, row.model_id, row.id, "failed", error=row.error)
+                else:
+                    row.status = QUEUED
+                    _event(s, row.model_id, row.id, "requeued", expired_owner=owner, attempt=row.attempt)
+                touched.append(row.id)
+        return touched
+
+    # ---- finishing ----------------------------------------------------------
+
+    def latest_version(self, model_id: int) -> rec.ModelVersion | None:
+        with self._begin() as s:
+            q = (
+                select(ModelVersionRow, ModelRow.name)
+                .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
+                .where(ModelVersionRow.model_id == model_id)
+                .order_by(ModelVersionRow.version.desc())
+                .limit(1)
+            )
+            found = s.execute(q).first()
+            return _version(*found) if found else None
+
+    def versions(self, model_id: int) -> list[rec.ModelVersion]:
+        with self._begin() as s:
+            q = (
+                select(ModelVersionRow, ModelRow.name)
+                .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
+                .where(ModelVersionRow.model_id == model_id)
+                .order_by(ModelVersionRow.version)
+            )
+            return [_version(*r) for r in s.execute(q)]
+
+    def complete(self, claim: rec.Claim, base_version: int, outcome: rec.StepOutcome) -> rec.ModelVersion:
+        """Commit one applied step, fenced by the lease and by the base version."""
+        now = utcnow()
+        with self._begin() as s:
+            row = self._owned(s, claim)
+            model_id = row.model_id
+            latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
+            if (latest or 0) != base_version:
+                raise LeaseLost(
+                    f"request {row.id}: model moved from version {base_version} to {latest} during the step"
+                )
+            version = base_version + 1
+            s.add(
+                ModelVersionRow(
+                    model_id=model_id,
+                    version=version,
+                    request_id=row.id,
+                    artifact_digest=outcome.artifact_digest,
+                    state_purged=False,
+                    created_at=now,
+                )
+            )
+            tasks = {t.name: t for t in s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))}
+            for ev in outcome.evaluations:
+                s.add(
+                    EvaluationRow(
+                        model_id=model_id, version=version, task_id=tasks[ev.task].id, role=ev.role,
+                        accuracy=ev.accuracy, chance=ev.chance, n=ev.n,
+                    )
+                )
+            for name, state in outcome.task_states.items():
+                tasks[name].state = state
+                if state != FORGOTTEN:
+                    tasks[name].forgotten_at_version = None
+                    tasks[name].acc_at_forget = tasks[name].peak_since_forget = None
+            for name, acc in outcome.tasks_forgotten.items():
+                tasks[name].state = FORGOTTEN
+                tasks[name].forgotten_at_version = version
+                tasks[name].acc_at_forget = tasks[name].peak_since_forget = acc
+            for ev in outcome.evaluations:
+                t = tasks[ev.task]
+                if ev.role == "forgotten" and ev.task not in outcome.tasks_forgotten:
+                    t.peak_since_forget = max(t.peak_since_forget or 0.0, ev.accuracy)
+            for f in outcome.findings:
+                s.add(RelapseFindingRow(model_id=model_id, version=version, task_id=tasks[f["task"]].id,
+                                        created_at=now, **{k: v for k, v in f.items() if k != "task"}))
+                _event(s, model_id, row.id, "relapse", task=f["task"], relapse=f["relapse"])
+            if row.kind == "learn":
+                s.execute(
+                    update(SampleRow)
+                    .where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
+                    .values(status=ACTIVE)
+                )
+            for chunk in _chunks(outcome.forgotten_sample_ids, 500):
+                found = s.scalars(
+                    select(SampleRow).where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
+                ).all()
+                for sample_row in found:
+                    sample_row.status = FORGOTTEN
+                    s.add(TombstoneRow(model_id=model_id, sample_id=sample_row.sample_id,
+                                       subject_hash=sample_row.subject_hash, request_id=row.id, created_at=now))
+            if outcome.certificate is not None:
+                s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
+            row.status, row.finished_at = APPLIED, now
+            row.step_seconds, row.result_version = outcome.step_seconds, version
+            row.lease_owner, row.lease_expires_at, row.error = None, None, None
+            _event(s, model_id, row.id, "applied", version=version, artifact=outcome.artifact_digest,
+                   step_seconds=round(outcome.step_seconds, 6))
+            name = s.scalar(select(ModelRow.name).where(ModelRow.id == model_id))
+            return rec.ModelVersion(name, version, row.id, outcome.artifact_digest, False, now)
+
+    def finish_unapplied(self, claim: rec.Claim, status: str, error: str) -> None:
+        """End a claimed request as failed (the step raised) or rejected (invalid now)."""
+        if status not in (FAILED, REJECTED):
+            raise ValueError(status)
+        with self._begin() as s:
+            row = self._owned(s, claim)
+            row.status, row.finished_at, row.error = status, utcnow(), error
+            row.lease_owner = row.lease_expires_at = None
+            if row.kind == "learn":
+                # the samples were never learned: free their ids for a corrected request
+                s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING))
+            _event(s, row.model_id, row.id, status, error=error)
+
+    def purge_states(self, model_id: int) -> list[str]:
+        """Flag every state older than the model's latest applied forget as
+        purged (it was trained on forgotten data) and return all flagged digests,
+        so a purge interrupted after this commit is finished on the next call."""
+        with self._begin() as s:
+            cutoff = s.scalar(
+                select(func.max(RequestRow.result_version)).where(
+                    RequestRow.model_id == model_id, RequestRow.kind == "forget", RequestRow.status == APPLIED
+                )
+            )
+            if cutoff is None:
+                return []
+            rows = s.scalars(
+                select(ModelVersionRow).where(ModelVersionRow.model_id == model_id,
+                                              ModelVersionRow.version < cutoff)
+            ).all()
+            newly = [r.version for r in rows if not r.state_purged]
+            for r in rows:
+                r.state_purged = True
+            if newly:
+                _event(s, model_id, None, "states_purged", versions=newly)
+            return sorted({r.artifact_digest for r in rows})
+
+    def digest_in_use(self, digest: str) -> bool:
+        """Whether an unpurged model version still points at ``digest``."""
+        with self._begin() as s:
+            return bool(
+                s.scalar(
+                    select(exists().where(ModelVersionRow.artifact_digest == digest,
+                                          ModelVersionRow.state_purged.is_(False)))
+                )
+            )
+
+    # ---- reports -------------------------------------------------------------
+
+    def evaluations(self, model_id: int) -> list[rec.Evaluation]:
+        with self._begin() as s:
+            q = (
+                select(EvaluationRow, TaskRow.name)
+                .join(TaskRow, TaskRow.id == EvaluationRow.task_id)
+                .where(EvaluationRow.model_id == model_id)
+                .order_by(EvaluationRow.version, TaskRow.id)
+            )
+            return [rec.Evaluation(r.version, name, r.role, r.accuracy, r.chance, r.n) for r, name in s.execute(q)]
+
+    def findings(self, model_id: int | None = None) -> list[rec.RelapseFinding]:
+        with self._begin() as s:
+            q = (
+                select(RelapseFindingRow, TaskRow.name, ModelRow.name)
+                .join(TaskRow, TaskRow.id == RelapseFindingRow.task_id)
+                .join(ModelRow, ModelRow.id == RelapseFindingRow.model_id)
+                .order_by(RelapseFindingRow.id)
+            )
+            if model_id is not None:
+                q = q.where(RelapseFindingRow.model_id == model_id)
+            return [
+                rec.RelapseFinding(
+                    model=mname, version=r.version, task=tname, forgotten_at_version=r.forgotten_at_version,
+                    acc_at_forget=r.acc_at_forget, accuracy=r.accuracy, chance=r.chance, relapse=r.relapse,
+                    threshold=r.threshold, peak_since_forget=r.peak_since_forget, created_at=r.created_at,
+                )
+                for r, tname, mname in s.execute(q)
+            ]
+
+    def certificate(self, request_id: str) -> dict[str, Any] | None:
+        with self._begin() as s:
+            row = s.get(CertificateRow, request_id)
+            return dict(row.body) if row else None
+
+    def events(self, model_id: int | None = None, request_id: str | None = None) -> list[rec.Event]:
+        with self._begin() as s:
+            q = select(EventRow, ModelRow.name).join(ModelRow, ModelRow.id == EventRow.model_id)
+            if model_id is not None:
+                q = q.where(EventRow.model_id == model_id)
+            if request_id is not None:
+                q = q.where(EventRow.request_id == request_id)
+            return [
+                rec.Event(r.id, name, r.request_id, r.kind, dict(r.detail), r.at)
+                for r, name in s.execute(q.order_by(EventRow.id))
+            ]
+
+
+def _version(row: ModelVersionRow, model_name: str) -> rec.ModelVersion:
+    return rec.ModelVersion(model_name, row.version, row.request_id, row.artifact_digest, row.state_purged,
+                            row.created_at)
+
+
+def _chunks(items: Sequence[str], size: int):
+    items = list(items)
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,151 @@
+"""Plain dataclasses returned by the ledger (never ORM rows)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+QUEUED, RUNNING, APPLIED, FAILED, REJECTED, CANCELLED = (
+    "queued",
+    "running",
+    "applied",
+    "failed",
+    "rejected",
+    "cancelled",
+)
+TERMINAL = frozenset({APPLIED, FAILED, REJECTED, CANCELLED})
+
+
+@dataclass(frozen=True)
+class Model:
+    id: int
+    name: str
+    strategy: str
+    config: dict[str, Any]
+    n_features: int
+    n_classes: int
+    relapse_threshold: float
+    forget_due_days: float
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    model_id: int
+    name: str
+    state: str
+    classes: tuple[int, ...]
+    probe_digest: str | None
+    forgotten_at_version: int | None
+    acc_at_forget: float | None
+    peak_since_forget: float | None
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    seq: int
+    model: str
+    kind: str
+    target: dict[str, Any]
+    status: str
+    received_at: dt.datetime
+    due_at: dt.datetime | None
+    requested_by: str | None
+    reason: str | None
+    idempotency_key: str | None
+    attempt: int
+    lease_owner: str | None
+    lease_expires_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    step_seconds: float | None
+    error: str | None
+    result_version: int | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A request a worker holds under a lease; ``attempt`` fences its completion."""
+
+    request: Request
+    model: Model
+    owner: str
+    attempt: int
+    payload_digest: str | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str
+    task: str
+    label: int
+    subject_hash: str | None
+    status: str
+    data_digest: str | None
+    data_row: int | None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    request_id: str
+    artifact_digest: str
+    state_purged: bool
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    version: int
+    task: str
+    role: str
+    accuracy: float
+    chance: float
+    n: int
+
+
+@dataclass(frozen=True)
+class RelapseFinding:
+    model: str
+    version: int
+    task: str
+    forgotten_at_version: int
+    acc_at_forget: float
+    accuracy: float
+    chance: float
+    relapse: float
+    threshold: float
+    peak_since_forget: float
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    model: str
+    request_id: str | None
+    kind: str
+    detail: dict[str, Any]
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """Everything one applied step commits together."""
+
+    artifact_digest: str
+    step_seconds: float
+    evaluations: list[Evaluation]
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    forgotten_sample_ids: list[str] = field(default_factory=list)
+    task_states: dict[str, str] = field(default_factory=dict)
+    certificate: dict[str, Any] | None = None
+    tasks_forgotten: dict[str, float] = field(default_factory=dict)  # task -> accuracy right after

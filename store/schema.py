@@ -1,0 +1,224 @@
+"""SQLAlchemy tables of the ledger.
+
+Rows never leave ``store``: repository functions turn them into the plain
+dataclasses of ``store.records``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in Python, naive UTC in the database (SQLite has no zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use UTC-aware ones")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    strategy: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict] = mapped_column(JSON)
+    n_features: Mapped[int] = mapped_column(Integer)
+    n_classes: Mapped[int] = mapped_column(Integer)
+    relapse_threshold: Mapped[float] = mapped_column(Float)
+    forget_due_days: Mapped[float] = mapped_column(Float)
+    subject_salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    # pending: its first learn is queued; then learned | forgotten | relearned
+    state: Mapped[str] = mapped_column(String(16))
+    classes: Mapped[list] = mapped_column(JSON)
+    probe_digest: Mapped[str | None] = mapped_column(String(64))
+    forgotten_at_version: Mapped[int | None] = mapped_column(Integer)
+    acc_at_forget: Mapped[float | None] = mapped_column(Float)
+    peak_since_forget: Mapped[float | None] = mapped_column(Float)
+
+
+class SampleRow(Base):
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("model_id", "sample_id"),
+        Index("ix_samples_subject", "model_id", "subject_hash"),
+        Index("ix_samples_task", "task_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    sample_id: Mapped[str] = mapped_column(String(200))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    subject_hash: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[int] = mapped_column(Integer)
+    learn_request_seq: Mapped[int] = mapped_column(BigInteger)
+    # pending (its learn is queued) | active | forgotten
+    status: Mapped[str] = mapped_column(String(16))
+    # where its (x, y) lives until purged: an artifact and a row in it
+    data_digest: Mapped[str | None] = mapped_column(String(64))
+    data_row: Mapped[int | None] = mapped_column(Integer)
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("model_id", "idempotency_key"),
+        Index("ix_requests_status_model", "status", "model_id"),
+    )
+
+    # seq orders the ledger; id is what users see
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # learn | forget
+    target: Mapped[dict] = mapped_column(JSON)
+    payload_sha: Mapped[str] = mapped_column(String(64))
+    payload_digest: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    step_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    result_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), unique=True)
+    artifact_digest: Mapped[str] = mapped_column(String(64))
+    # set when a later forget deleted this state (it was trained on forgotten data)
+    state_purged: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class EvaluationRow(Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("model_id", "version", "task_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    role: Mapped[str] = mapped_column(String(16))  # retained | forgotten | control
+    accuracy: Mapped[float] = mapped_column(Float)
+    chance: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class RelapseFindingRow(Base):
+    __tablename__ = "relapse_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    forgotten_at_version: Mapped[int] = mapped_column(Integer)
+    acc_at_forget: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+    chance: Mapped[float] = mapped_column(Float)
+    relapse: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    peak_since_forget: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class TombstoneRow(Base):
+    __tablename__ = "tombstones"
+    __table_args__ = (
+        UniqueConstraint("model_id", "sample_id"),
+        Index("ix_tombstones_subject", "model_id", "subject_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    sample_id: Mapped[str] = mapped_column(String(200))
+    subject_hash: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class CertificateRow(Base):
+    __tablename__ = "certificates"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    body: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class EventRow(Base):
+    """Append-only audit trail: one row per state transition."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_model", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    request_id: Mapped[str | None] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict] = mapped_column(JSON)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
