@@ -282,7 +282,8 @@ class Lifecycle:
                 if counts.get("tombstoned", 0):
                     raise AlreadyForgotten("every sample of this subject was already forgotten")
                 raise UnknownSubject(f"model {m.name!r} holds no sample of this subject")
-        return self.ledger.submit_forget(m, target=target, payload_sha=sha, due_at=due, idempotency_key=key,
+        return self.ledger.submit_forget(m, target=target, payload_sha=sha, received_at=received, due_at=due,
+                                         idempotency_key=key,
                                          requested_by=requested_by, reason=reason)
 
     def cancel(self, request_id: str) -> Request:

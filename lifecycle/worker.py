@@ -22,7 +22,7 @@ from lifecycle import arrays, certificates
 from lifecycle import relapse as relapse_check
 from lifecycle.api import Lifecycle
 from store.artifacts import ArtifactStore
-from store.errors import LeaseLost
+from store.errors import ArtifactMissing, LeaseLost
 from store.ledger import utcnow
 from store.records import FAILED, REJECTED, Claim, Evaluation, Model, ModelVersion, Request, Sample, StepOutcome, Task
 
@@ -182,11 +182,19 @@ class Worker:
         task = target.get("task")
         if task is not None and tasks[task].state not in ("learned", "relearned"):
             raise Rejected(f"task {task!r} is {tasks[task].state}: there is nothing learned to forget")
-        samples = self.ledger.resolve_forget(claim.model.id, target)
+        for attempt in range(3):
+            samples = self.ledger.resolve_forget(claim.model.id, target)
+            X = y = None
+            if tags.forget_needs != "forget data" or not samples:
+                break
+            try:
+                X, y = self._sample_data(samples)
+                break
+            except ArtifactMissing:
+                # another worker's purge just rewrote a blob these samples lived in: read the pointers again
+                if attempt == 2:
+                    raise
         ids = [s.sample_id for s in samples]
-        X = y = None
-        if tags.forget_needs == "forget data" and samples:
-            X, y = self._sample_data(samples)
         strategy.forget(strategies.ForgetSet(tuple(ids), task=task, X=X, y=y, tasks=tuple(s.task for s in samples)))
         return {}, ({task} if task is not None else set()), ids
 
@@ -251,6 +259,7 @@ class Worker:
             self.ledger.repoint_blob(digest, new, {s.sample_id: i for i, s in enumerate(keep)})
             if not self.ledger.blob_in_use(digest):
                 self.lc.artifacts.delete(digest)
-        for digest in self.ledger.purge_states(model.id):
-            if not self.ledger.digest_in_use(digest):
-                self.lc.artifacts.delete(digest)
+        versions, digests = self.ledger.states_to_purge(model.id)
+        for digest in digests:
+            self.lc.artifacts.delete(digest)
+        self.ledger.flag_states_purged(model.id, versions)

@@ -345,6 +345,7 @@ class Ledger:
         *,
         target: dict[str, Any],
         payload_sha: str,
+        received_at: dt.datetime,
         due_at: dt.datetime,
         idempotency_key: str | None,
         requested_by: str | None,
@@ -361,7 +362,7 @@ class Ledger:
                 idempotency_key=idempotency_key,
                 requested_by=requested_by,
                 reason=reason,
-                received_at=utcnow(),
+                received_at=received_at,
                 due_at=due_at,
                 status=QUEUED,
                 attempt=0,
@@ -629,10 +630,12 @@ class Ledger:
                 s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING))
             _event(s, row.model_id, row.id, status, error=error)
 
-    def purge_states(self, model_id: int) -> list[str]:
-        """Flag every state older than the model's latest applied forget as
-        purged (it was trained on forgotten data) and return all flagged digests,
-        so a purge interrupted after this commit is finished on the next call."""
+    def states_to_purge(self, model_id: int) -> tuple[list[int], list[str]]:
+        """Versions older than the model's latest applied forget whose states
+        are not yet purged (they were trained on forgotten data), and the
+        digests among them no live version shares. The caller deletes the
+        files first and then calls ``flag_states_purged``, so a crash in
+        between is finished by the next call."""
         with self._begin() as s:
             cutoff = s.scalar(
                 select(func.max(RequestRow.result_version)).where(
@@ -640,17 +643,25 @@ class Ledger:
                 )
             )
             if cutoff is None:
-                return []
+                return [], []
             rows = s.scalars(
                 select(ModelVersionRow).where(ModelVersionRow.model_id == model_id,
-                                              ModelVersionRow.version < cutoff)
+                                              ModelVersionRow.state_purged.is_(False))
             ).all()
-            newly = [r.version for r in rows if not r.state_purged]
-            for r in rows:
-                r.state_purged = True
-            if newly:
-                _event(s, model_id, None, "states_purged", versions=newly)
-            return sorted({r.artifact_digest for r in rows})
+            old = [r for r in rows if r.version < cutoff]
+            live = {r.artifact_digest for r in rows if r.version >= cutoff}
+            return [r.version for r in old], sorted({r.artifact_digest for r in old} - live)
+
+    def flag_states_purged(self, model_id: int, versions: list[int]) -> None:
+        if not versions:
+            return
+        with self._begin() as s:
+            s.execute(
+                update(ModelVersionRow)
+                .where(ModelVersionRow.model_id == model_id, ModelVersionRow.version.in_(versions))
+                .values(state_purged=True)
+            )
+            _event(s, model_id, None, "states_purged", versions=sorted(versions))
 
     def digest_in_use(self, digest: str) -> bool:
         """Whether an unpurged model version still points at ``digest``."""

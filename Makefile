@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh clone: `make demo` and `make test`.
+VENV   := .venv
+PYTHON ?= python3
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-all bench postgres clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lifecycle demo
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+test: $(STAMP) postgres
+	$(VENV)/bin/pytest -q
+
+test-all: $(STAMP) postgres
+	$(VENV)/bin/pytest -q -m ''
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/analytic_forget.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

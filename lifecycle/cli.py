@@ -1,0 +1,201 @@
+"""Command line for operators. Database-only commands never import torch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lifecycle.errors import LifecycleError
+from store.errors import LedgerError
+
+app = typer.Typer(help="lifecycle: continual learn/unlearn lifecycle manager.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Ledger schema management.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+DB_HELP = "Ledger URL, e.g. sqlite:///ledger.db or postgresql+psycopg://user@host/db (env LIFECYCLE_DB)."
+DbOpt = typer.Option(None, "--db", help=DB_HELP)
+ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default: beside a SQLite file; "
+                                                        "env LIFECYCLE_ARTIFACTS otherwise).")
+
+
+def _url(db: Optional[str]) -> str:
+    from lifecycle.api import DEFAULT_URL
+
+    return db or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
+
+
+def _connect(db, artifacts=None):
+    from lifecycle.api import connect
+
+    return connect(_url(db), artifacts=artifacts, create=False)
+
+
+def _fmt_time(value: Optional[dt.datetime]) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", help="Target revision.")):
+    """Create or upgrade the ledger schema."""
+    from store import migrate
+    from store.engine import make_engine
+
+    engine = make_engine(_url(db))
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine, revision)
+    console.print(f"ledger schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
+
+
+@app.command()
+def serve(
+    db: Optional[str] = DbOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
+    interval: float = typer.Option(1.0, help="Seconds between queue polls."),
+    lease_seconds: float = typer.Option(60.0, help="Lease on a claimed request; renewed while it runs."),
+    max_attempts: int = typer.Option(5, help="Lease expiries after which a request is failed."),
+    summary_interval: float = typer.Option(300.0, help="Seconds between relapse summaries."),
+    grace_seconds: float = typer.Option(30.0, help="On SIGTERM, how long the current step may finish."),
+    reports: Optional[str] = typer.Option(None, help="Folder for relapse-summary.json."),
+    log_level: str = typer.Option("INFO", help="Logging level."),
+):
+    """Drain the request queue on a schedule until SIGTERM/SIGINT."""
+    from lifecycle.service import Service
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = Service(_connect(db, artifacts), interval=interval, lease_seconds=lease_seconds,
+                      max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
+                      reports_dir=reports)
+    raise typer.Exit(service.run())
+
+
+@app.command("submit-forget")
+def submit_forget(
+    model: str = typer.Option(..., help="Model name."),
+    task: Optional[str] = typer.Option(None, help="Forget this whole task."),
+    sample: Optional[list[str]] = typer.Option(None, help="Forget this sample id (repeatable)."),
+    subject: Optional[str] = typer.Option(None, help="Forget every sample of this data subject."),
+    reason: Optional[str] = typer.Option(None, help="Why (kept in the ledger and the certificate)."),
+    requested_by: Optional[str] = typer.Option(None, help="Who asked."),
+    idempotency_key: Optional[str] = typer.Option(None, help="Resubmitting with the same key is a no-op."),
+    due_in_days: Optional[float] = typer.Option(None, help="Deadline (default: the model's, 30 days)."),
+    db: Optional[str] = DbOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
+):
+    """Queue a forget request."""
+    lc = _connect(db, artifacts)
+    due = None
+    if due_in_days is not None:
+        due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=due_in_days)
+    req = lc.forget(model, task=task, samples=sample or None, subject=subject, reason=reason,
+                    requested_by=requested_by, idempotency_key=idempotency_key, due_at=due)
+    console.print(f"queued forget {req.id} (due {_fmt_time(req.due_at)} UTC)")
+    print(req.id)
+
+
+@app.command()
+def status(
+    request_id: Optional[str] = typer.Argument(None, help="One request; omit to list requests."),
+    model: Optional[str] = typer.Option(None, help="Only this model's requests."),
+    open_only: bool = typer.Option(False, "--open", help="Only queued and running requests."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    db: Optional[str] = DbOpt,
+):
+    """Show one request, or the requests (overdue forgets first)."""
+    from dataclasses import asdict
+
+    lc = _connect(db)
+    if request_id:
+        reqs = [lc.status(request_id)]
+    else:
+        reqs = lc.requests(model, ["queued", "running"] if open_only else None)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def overdue(r):
+        return r.due_at is not None and not r.done and r.due_at < now
+
+    reqs = sorted(reqs, key=lambda r: (not overdue(r), r.seq))
+    if as_json:
+        print(json.dumps([asdict(r) | {"overdue": overdue(r)} for r in reqs], default=str, indent=2))
+        return
+    table = Table("id", "model", "kind", "target", "status", "attempt", "received", "due", "version", "error")
+    for r in reqs:
+        target = r.target.get("task") or (f"{len(r.target['samples'])} sample(s)" if "samples" in r.target else
+                                          "subject " + r.target.get("subject_hash", "")[:10])
+        due = _fmt_time(r.due_at) + (" OVERDUE" if overdue(r) else "")
+        table.add_row(r.id, r.model, r.kind, target, r.status, str(r.attempt), _fmt_time(r.received_at), due,
+                      "" if r.result_version is None else str(r.result_version), (r.error or "")[:80])
+    console.print(table)
+
+
+@app.command()
+def history(model: str = typer.Option(..., help="Model name."), db: Optional[str] = DbOpt):
+    """Every request of a model with the accuracies of the version it produced."""
+    lc = _connect(db)
+    steps = lc.history(model)
+    tasks = [t.name for t in lc.tasks(model)]
+    table = Table("version", "kind", "target", "status", "step s", *tasks)
+    for st in steps:
+        accs = {e.task: e for e in st.evaluations}
+        cells = []
+        for t in tasks:
+            e = accs.get(t)
+            cells.append("" if e is None else f"{e.accuracy:.3f}" + (" (F)" if e.role == "forgotten" else ""))
+        target = st.request.target.get("task") or ("samples" if "samples" in st.request.target else "subject")
+        table.add_row("" if st.version is None else str(st.version), st.request.kind, target, st.request.status,
+                      "" if st.request.step_seconds is None else f"{st.request.step_seconds:.3f}", *cells)
+    console.print(table)
+    console.print("(F) = forgotten task")
+
+
+@app.command()
+def relapse(model: Optional[str] = typer.Option(None, help="Only this model."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON."), db: Optional[str] = DbOpt):
+    """Forgotten tasks, their accuracy now against the time of forgetting, and relapse findings."""
+    from lifecycle.summary import relapse_summary
+
+    summary = relapse_summary(_connect(db), model)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    for m in summary["models"]:
+        table = Table("task", "forgotten at", "acc then", "acc now", "chance", "peak since", "relapsed",
+                      title=f"{m['model']} ({m['strategy']}, v{m['latest_version']}, threshold "
+                            f"{m['relapse_threshold']:.2f})")
+        for t in m["forgotten_tasks"]:
+            table.add_row(t["task"], f"v{t['forgotten_at_version']}", f"{t['acc_at_forget']:.3f}",
+                          "" if t["accuracy_now"] is None else f"{t['accuracy_now']:.3f}",
+                          "" if t["chance"] is None else f"{t['chance']:.3f}",
+                          f"{t['peak_since_forget']:.3f}", "YES" if t["relapsed"] else "no")
+        console.print(table)
+
+
+@app.command()
+def demo(db: Optional[str] = typer.Option(None, "--db", help="Ledger URL (default: a fresh SQLite file in a "
+                                                              "temporary folder)."),
+         width: int = typer.Option(1024, help="Random features of the analytic strategy.")):
+    """Run the split-digits demo against a fresh ledger with the service running."""
+    from lifecycle.demo import run_demo
+
+    run_demo(db, width=width, console=console)
+
+
+def main() -> None:
+    try:
+        app()
+    except (LifecycleError, LedgerError) as exc:
+        Console(stderr=True).print(f"[red]error[/red] ({type(exc).__name__}): {exc}", markup=True, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""`lifecycle serve`: a long-running worker driven by APScheduler 3.
+
+The ledger is the durable state; the scheduler only fires idempotent ticks
+(drain the queue, re-queue expired leases, write the relapse summary), so an
+in-memory job store recreated at start is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from lifecycle.api import Lifecycle
+from lifecycle.summary import relapse_summary
+from lifecycle.worker import Worker
+from store.errors import LeaseLost
+
+log = logging.getLogger("lifecycle.service")
+
+
+class Service:
+    def __init__(
+        self,
+        lc: Lifecycle,
+        *,
+        interval: float = 1.0,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 5,
+        summary_interval: float = 300.0,
+        grace_seconds: float = 30.0,
+        reports_dir: str | os.PathLike | None = None,
+        owner: str | None = None,
+    ) -> None:
+        if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
+            raise ValueError("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
+        self.lc = lc
+        self.interval = interval
+        self.summary_interval = summary_interval
+        self.grace_seconds = grace_seconds
+        self.reports_dir = Path(reports_dir) if reports_dir else None
+        self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.scheduler = None
+
+    # ---- jobs ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Drain the queue (the scheduler never runs two ticks at once)."""
+        for m in self.lc.ledger.models():
+            self.worker.purge(m)  # finishes purges a crash interrupted
+        self.worker.drain()
+
+    def requeue(self) -> None:
+        for rid in self.lc.ledger.requeue_expired(self.worker.max_attempts):
+            log.info("re-queued request %s: its lease expired", rid)
+
+    def write_summary(self) -> dict:
+        summary = relapse_summary(self.lc)
+        for m in summary["models"]:
+            relapsed = [t["task"] for t in m["forgotten_tasks"] if t["relapsed"]]
+            log.info("relapse summary %s v%s: %d forgotten task(s), relapsed: %s", m["model"], m["latest_version"],
+                     len(m["forgotten_tasks"]), ", ".join(relapsed) or "none")
+        if self.reports_dir is not None:
+            self.reports_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.reports_dir / ".relapse-summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            os.replace(tmp, self.reports_dir / "relapse-summary.json")
+        return summary
+
+    def _schedule(self, scheduler) -> None:
+        scheduler.add_job(self.tick, "interval", seconds=self.interval, id="drain", next_run_time=_now())
+        scheduler.add_job(self.requeue, "interval", seconds=max(1.0, self.worker.lease_seconds / 4), id="requeue",
+                          next_run_time=_now())
+        scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")
+        # a tick still running when the next is due is normal (a long step), not news
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+
+    def _job_defaults(self) -> dict:
+        return {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+    # ---- running -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Block until SIGTERM or SIGINT; then stop claiming, let the current step
+        finish within the grace period (or hand it back to the queue) and return 0."""
+        self.scheduler = BlockingScheduler(job_defaults=self._job_defaults())
+        self._schedule(self.scheduler)
+
+        def on_signal(signum, _frame):
+            log.info("received %s: no new claims; finishing the current step", signal.Signals(signum).name)
+            self.worker.stopping.set()
+            self.scheduler.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        log.info("serving as worker %s", self.worker.owner)
+        self.scheduler.start()
+        self._finish_current_step()
+        log.info("stopped")
+        return 0
+
+    def start(self) -> None:
+        """Run in background threads (for embedding, e.g. the demo)."""
+        self.scheduler = BackgroundScheduler(job_defaults=self._job_defaults())
+        self._schedule(self.scheduler)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.worker.stopping.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def _finish_current_step(self) -> None:
+        deadline = time.monotonic() + self.grace_seconds
+        while self.worker.current is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        claim = self.worker.current
+        if claim is None:
+            return
+        try:
+            self.lc.ledger.release(claim, "shutdown grace period ran out")
+            log.warning("handed request %s back to the queue: the grace period ran out", claim.request.id)
+        except LeaseLost:
+            pass
+        # the step's thread cannot be interrupted; its late commit would be fenced anyway
+        logging.shutdown()
+        os._exit(0)
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.postgres import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = PostgresServer()
+    if not server.available:
+        message = "PostgreSQL server binaries not found (Debian package 'postgresql')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + ": under CI=true the PostgreSQL tests must run")
+        pytest.skip(message)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty ledger database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture
+def pg_url(postgres_server):
+    return postgres_server.new_database()
+
+
+@pytest.fixture
+def lc(db_url, tmp_path):
+    import lifecycle
+
+    return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts")

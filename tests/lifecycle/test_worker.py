@@ -1,0 +1,195 @@
+"""The whole path of requests through the worker, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lifecycle
+from lifecycle import arrays
+from lifecycle.worker import Worker
+from store.records import Claim
+from tests.data import accuracy_of, alternating_subjects, digits_tasks, learn_task, make_model
+
+
+def test_learn_forget_relearn_end_to_end(lc):
+    make_model(lc)
+    t0, t1, t2 = digits_tasks()
+    subjects = alternating_subjects(len(t0.y))
+    reqs = [learn_task(lc, "digits", t0, subjects=subjects), learn_task(lc, "digits", t1),
+            learn_task(lc, "digits", t2)]
+    assert [r.status for r in reqs] == ["queued"] * 3
+    done = lc.drain()
+    assert [r.id for r in done] == [r.id for r in reqs]
+    assert [r.status for r in done] == ["applied"] * 3
+    assert [r.result_version for r in done] == [1, 2, 3]
+    for t in (t0, t1, t2):
+        assert accuracy_of(lc, "digits", t) > 0.9
+
+    forget = lc.forget("digits", task="2-3", reason="licence revoked", requested_by="legal")
+    assert forget.due_at is not None and (forget.due_at - forget.received_at).days == 30
+    lc.drain()
+    forget = lc.wait(forget.id, timeout=5)
+    assert forget.status == "applied" and forget.result_version == 4
+    # class-incremental head: with every sample of classes 2 and 3 removed they are never predicted
+    assert accuracy_of(lc, "digits", t1) == 0.0
+    assert accuracy_of(lc, "digits", t0) > 0.9
+    tasks = {t.name: t for t in lc.tasks("digits")}
+    assert tasks["2-3"].state == "forgotten" and tasks["2-3"].forgotten_at_version == 4
+
+    last = lc.history("digits")[-1]
+    roles = {e.task: e.role for e in last.evaluations}
+    assert roles == {"0-1": "retained", "2-3": "forgotten", "4-5": "retained"}
+
+    cert = lc.certificate(forget.id)
+    assert cert["exactness"] == "exact" and cert["version_before"] == 3 and cert["version_after"] == 4
+    assert cert["removed"]["count"] == len(t1.y)
+    assert "2-3/0" not in str(cert)  # hashed ids only
+    assert cert["verification"]["tasks_forgotten_by_this_request"] == ["2-3"]
+
+    # a subject's erasure removes exactly that subject's samples
+    n_alice = subjects.count("alice")
+    erase = lc.forget("digits", subject="alice", reason="GDPR art. 17")
+    lc.drain()
+    assert lc.certificate(erase.id)["removed"]["count"] == n_alice
+    with pytest.raises(lifecycle.TombstonedSample):
+        lc.learn("digits", task="0-1", X=t0.X[:1], y=t0.y[:1], sample_ids=["0-1/0"])
+
+    # re-learning a forgotten task from new samples
+    relearn = lc.learn("digits", task="2-3", X=t1.X, y=t1.y, sample_ids=[f"new/{i}" for i in range(len(t1.y))])
+    lc.drain()
+    assert lc.status(relearn.id).status == "applied"
+    assert {t.name: t.state for t in lc.tasks("digits")}["2-3"] == "relearned"
+    assert accuracy_of(lc, "digits", t1) > 0.9
+
+
+def test_forgotten_data_is_purged_after_commit(lc):
+    make_model(lc)
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "digits", t0)
+    learn_task(lc, "digits", t1)
+    lc.drain()
+    victims = [f"0-1/{i}" for i in range(0, len(t0.y), 3)]
+    lc.forget("digits", samples=victims)
+    lc.drain()
+    # no stored training blob holds a forgotten sample any more
+    for digest in lc.artifacts.digests():
+        blob = arrays.unpack(lc.artifacts.get(digest))
+        if "sample_ids" in blob:
+            assert not set(victims) & set(blob["sample_ids"].tolist())
+    # the kept samples of that blob still resolve to their own rows
+    kept = lc.ledger.samples(lc.model("digits").id, ["0-1/1", "0-1/2"])
+    for sid, s in kept.items():
+        blob = arrays.unpack(lc.artifacts.get(s.data_digest))
+        assert blob["sample_ids"][s.data_row] == sid
+    # states trained on the forgotten data are gone; the latest serves
+    versions = lc.versions("digits")
+    assert [v.state_purged for v in versions] == [True, True, False]
+    for v in versions[:-1]:
+        assert not lc.artifacts.exists(v.artifact_digest)
+    # a later forget can still read the remaining samples' data
+    lc.forget("digits", samples=["0-1/1"])
+    assert lc.drain()[0].status == "applied"
+
+
+def test_forget_matches_retraining_without_the_forgotten_samples(db_url, tmp_path):
+    """Exact unlearning through the whole ledger path: same predictions as a
+    model that only ever saw the retained samples."""
+    t0, t1, _ = digits_tasks()
+    a = lifecycle.connect(db_url, artifacts=tmp_path / "a")
+    make_model(a)
+    learn_task(a, "digits", t0)
+    learn_task(a, "digits", t1)
+    a.drain()
+    a.forget("digits", samples=[f"2-3/{i}" for i in range(40)])
+    a.drain()
+
+    b = lifecycle.connect(f"sqlite:///{tmp_path / 'ref.db'}")
+    make_model(b)
+    learn_task(b, "digits", t0)
+    b.learn("digits", task="2-3", X=t1.X[40:], y=t1.y[40:], probe=(t1.X_probe, t1.y_probe))
+    b.drain()
+    Xs = np.concatenate([t0.X_probe, t1.X_probe])
+    assert np.array_equal(a.predict("digits", Xs), b.predict("digits", Xs))
+
+
+def test_a_failing_step_fails_the_request_and_the_queue_moves_on(lc, monkeypatch):
+    make_model(lc)
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "digits", t0)
+    lc.drain()
+    bad = learn_task(lc, "digits", t1)
+    good = lc.forget("digits", samples=["0-1/0"])
+    from strategies.analytic.model import AnalyticStrategy
+
+    original = AnalyticStrategy.learn
+
+    def boom(self, data):
+        if data.task == "2-3":
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, data)
+
+    monkeypatch.setattr(AnalyticStrategy, "learn", boom)
+    done = lc.drain()
+    assert [(r.id, r.status) for r in done] == [(bad.id, "failed"), (good.id, "applied")]
+    assert "out of memory" in lc.status(bad.id).error
+    assert [v.version for v in lc.versions("digits")] == [1, 2]
+    # the failed learn's ids are free for a corrected request
+    monkeypatch.setattr(AnalyticStrategy, "learn", original)
+    learn_task(lc, "digits", t1)
+    assert lc.drain()[0].status == "applied"
+
+
+def test_completion_is_fenced_on_the_lease(lc):
+    make_model(lc)
+    t0, _, _ = digits_tasks()
+    req = learn_task(lc, "digits", t0)
+    w1 = Worker(lc, owner="w1", lease_seconds=0.01)
+    claim = lc.ledger.claim("w1", 0.01)
+    import time
+
+    time.sleep(0.05)
+    assert lc.ledger.requeue_expired(max_attempts=5) == [req.id]
+    # w1 wakes up late: its completion must be refused
+    with pytest.raises(lifecycle.LeaseLost):
+        w1._apply(claim)
+    assert lc.status(req.id).status == "queued" and lc.versions("digits") == []
+    done = Worker(lc, owner="w2").drain()
+    assert done[0].status == "applied" and done[0].attempt == 2
+    assert [v.request_id for v in lc.versions("digits")] == [req.id]
+    kinds = [e.kind for e in lc.ledger.events(request_id=req.id)]
+    assert kinds == ["submitted", "claimed", "requeued", "claimed", "applied"]
+
+
+def test_per_model_order_one_running_request_per_model(lc):
+    make_model(lc, "a")
+    make_model(lc, "b")
+    t0, t1, _ = digits_tasks()
+    a1 = learn_task(lc, "a", t0)
+    a2 = learn_task(lc, "a", t1)
+    b1 = learn_task(lc, "b", t0)
+    c1 = lc.ledger.claim("x", 60)
+    c2 = lc.ledger.claim("y", 60)
+    assert (c1.request.id, c2.request.id) == (a1.id, b1.id)
+    assert lc.ledger.claim("z", 60) is None  # a2 waits for a1
+    assert isinstance(c1, Claim)
+
+
+def test_relapse_finding_is_recorded_when_a_forgotten_task_comes_back(lc):
+    """Forget a task, then learn new samples of the same classes under another
+    task name: the forgotten task's probe accuracy comes back and is flagged."""
+    make_model(lc)
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "digits", t0)
+    learn_task(lc, "digits", t1)
+    lc.drain()
+    lc.forget("digits", task="2-3")
+    lc.drain()
+    lc.learn("digits", task="twos-and-threes-again", X=t1.X, y=t1.y, sample_ids=[f"x{i}" for i in range(len(t1.y))],
+             probe=(t1.X_probe, t1.y_probe))
+    lc.drain()
+    findings = lc.relapse("digits")
+    assert [f.task for f in findings] == ["2-3"]
+    f = findings[0]
+    assert f.acc_at_forget == 0.0 and f.accuracy > 0.9 and f.relapse == pytest.approx(f.accuracy - f.chance)
+    assert {t.name: t for t in lc.tasks("digits")}["2-3"].peak_since_forget == f.accuracy
