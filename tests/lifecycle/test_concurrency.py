@@ -1,0 +1,55 @@
+"""Two worker processes on PostgreSQL drain 200 requests over 4 models:
+each applied exactly once, in per-model ledger order."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter, defaultdict
+
+import numpy as np
+
+import lifecycle
+from tests.lifecycle.test_crash_and_shutdown import start_worker, wait_for
+
+
+def test_two_workers_apply_each_request_once_in_model_order(pg_url, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    lc = lifecycle.connect(pg_url, artifacts=artifacts)
+    rng = np.random.default_rng(0)
+    probe = (rng.random((20, 8), dtype=np.float32), rng.integers(0, 4, 20))
+    submitted = []
+    for m in range(4):
+        lc.create_model(f"m{m}", strategy="analytic", n_features=8, n_classes=4, config={"width": 16})
+    for step in range(50):
+        for m in range(4):
+            model = f"m{m}"
+            if step % 5 == 4:  # every fifth request forgets a sample learned two steps ago
+                req = lc.forget(model, samples=[f"{model}/{step - 2}/0"])
+            else:
+                req = lc.learn(model, task=f"t{step % 3}", X=rng.random((4, 8), dtype=np.float32),
+                               y=rng.integers(0, 4, 4), sample_ids=[f"{model}/{step}/{i}" for i in range(4)],
+                               probe=probe)
+            submitted.append(req)
+    assert len(submitted) == 200
+
+    workers = [start_worker(pg_url, artifacts, "--interval", "0.05") for _ in range(2)]
+    try:
+        wait_for(lambda: not lc.requests(statuses=["queued", "running"]), 240, "the queue to drain")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        outputs = [w.communicate(timeout=60)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    final = {r.id: r for r in lc.requests()}
+    assert Counter(r.status for r in final.values()) == {"applied": 200}
+    applied_events = Counter(e.request_id for e in lc.ledger.events() if e.kind == "applied")
+    assert set(applied_events.values()) == {1} and len(applied_events) == 200
+    by_model = defaultdict(list)
+    for r in submitted:
+        by_model[r.model].append(final[r.id].result_version)
+    for model, versions in by_model.items():
+        assert versions == list(range(1, 51)), model  # ledger order is version order
+        assert [v.version for v in lc.versions(model)] == list(range(1, 51))
+    owners = {e.detail["owner"] for e in lc.ledger.events() if e.kind == "claimed"}
+    assert len(owners) == 2  # both workers took part

@@ -1,0 +1,36 @@
+"""A test-only strategy: analytic, but each learn takes a set time and leaves a
+marker file when it starts, so a test can kill a worker in the middle of a step."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import strategies
+from strategies.analytic import TAGS
+from strategies.analytic.config import AnalyticConfig
+from strategies.analytic.model import AnalyticStrategy
+from strategies.registry import StrategySpec
+
+
+@dataclass(frozen=True)
+class SlowConfig(AnalyticConfig):
+    sleep_seconds: float = 0.0
+    marker_dir: str = ""
+
+
+class SlowAnalytic(AnalyticStrategy):
+    name = "slow_analytic"
+    config_class = SlowConfig
+
+    def learn(self, data):
+        if self.config.marker_dir:
+            Path(self.config.marker_dir, f"started-{data.task}-{time.time_ns()}").touch()
+        time.sleep(self.config.sleep_seconds)
+        super().learn(data)
+
+
+SPEC = strategies.register(
+    StrategySpec("slow_analytic", SlowConfig, TAGS, "tests.slow_strategy:SlowAnalytic")
+)
