@@ -70,9 +70,9 @@ def run_demo(db: str | None = None, *, width: int = 1024, console: Console | Non
 def _print_step(lc: Lifecycle, console: Console, title: str, req, wall: float) -> None:
     evals = [e for s in lc.history("digits") if s.request.id == req.id for e in s.evaluations]
     flagged = {f.task for f in lc.relapse("digits") if f.version == req.result_version}
-    table = Table("task", "role", "accuracy", "chance", "relapse", title=(
-        f"v{req.result_version}: {title} - {req.status}, step {req.step_seconds or 0:.3f} s, "
-        f"submit-to-applied {wall:.2f} s"), title_justify="left")
+    console.print(f"\n[bold]v{req.result_version}: {title}[/bold] - {req.status}, step {req.step_seconds or 0:.3f} s, "
+                  f"submit to applied {wall:.2f} s")
+    table = Table("task", "role", "accuracy", "chance", "relapse")
     for e in evals:
         table.add_row(e.task, e.role, f"{e.accuracy:.3f}", f"{e.chance:.2f}", "RELAPSE" if e.task in flagged else "")
     if req.error:
