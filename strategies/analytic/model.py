@@ -1,0 +1,277 @@
+"""The ``analytic`` strategy: a ridge head on frozen random ReLU features.
+
+The float64 sufficient statistics ``A = gamma*I + sum(phi^T phi)`` and
+``C = sum(phi^T Y)`` are the source of truth. Forgetting subtracts exactly
+what learning added, so after any interleaving of learns and forgets the head
+equals the ridge solution on the retained samples alone.
+
+The inverse ``R = A^-1`` is kept current by Woodbury updates so that a request
+of n samples costs O(n d^2) instead of the O(d^3) of a fresh factorisation.
+Round-off in those updates compounds over many requests, so a cheap probe
+checks R against A after every update and rebuilds R from A when it drifts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import blas, cho_factor, cho_solve, cholesky, solve_triangular
+
+from strategies.analytic import TAGS
+from strategies.analytic.config import AnalyticConfig
+from strategies.base import ForgetSet, Strategy, TaskData
+
+# Bounds the feature matrix built at predict time (rows x width float64).
+_PREDICT_CHUNK = 8192
+
+_STATE_KEYS = ("W_rand", "b", "A", "C", "n_samples")
+
+
+class AnalyticStrategy(Strategy):
+    name = "analytic"
+    config_class = AnalyticConfig
+    tags = TAGS
+
+    # State is None until the first learn or a load; keeping the defaults on
+    # the class lets the base constructor stay the only one, so building an
+    # instance allocates nothing.
+    _W_rand: np.ndarray | None = None
+    _b: np.ndarray | None = None
+    _A: np.ndarray | None = None
+    _C: np.ndarray | None = None
+    _R: np.ndarray | None = None
+    _W: np.ndarray | None = None
+    _probe: np.ndarray | None = None
+    _n_samples: int = 0
+    # Rebuilds of R from A forced by the drift check (not the ones a batch at
+    # least as large as the width takes by choice, see _update).
+    refreshes: int = 0
+
+    # ----------------------------------------------------------------- contract
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._A is not None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The head W = A^-1 C, shape (width, n_classes); a copy."""
+        self._require_fitted()
+        return self._W.copy()
+
+    @property
+    def n_samples(self) -> int:
+        """How many samples the statistics currently hold."""
+        return self._n_samples
+
+    def learn(self, data: TaskData) -> None:
+        X = self._inputs(data.X, "learn")
+        Y = self._one_hot(data.y, len(X), "learn")
+        if not self.is_fitted:
+            self._init_state()
+        if len(X) == 0:
+            return
+        self._update(self._phi(X), Y, sign=+1.0)
+        self._n_samples += len(X)
+
+    def forget(self, forget_set: ForgetSet) -> None:
+        n = len(forget_set.sample_ids)
+        if n == 0:
+            return
+        if forget_set.X is None or forget_set.y is None:
+            raise ValueError(
+                f"analytic forgets by subtracting the samples' features, so the forget set of {n} "
+                "samples must carry X and y (the original labels); got "
+                f"X={'missing' if forget_set.X is None else 'given'}, "
+                f"y={'missing' if forget_set.y is None else 'given'}"
+            )
+        self._require_fitted()
+        X = self._inputs(forget_set.X, "forget")
+        if len(X) != n:
+            raise ValueError(f"forget set names {n} sample_ids but X has {len(X)} rows")
+        Y = self._one_hot(forget_set.y, n, "forget")
+        if n > self._n_samples:
+            raise ValueError(f"cannot forget {n} samples: only {self._n_samples} are learned")
+        self._update(self._phi(X), Y, sign=-1.0)
+        self._n_samples -= n
+
+    def predict(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
+        # The head is class-incremental over all classes, so ``task`` is not needed.
+        self._require_fitted()
+        X = self._inputs(X, "predict")
+        labels = np.empty(len(X), dtype=np.int64)
+        for start in range(0, len(X), _PREDICT_CHUNK):
+            stop = start + _PREDICT_CHUNK
+            labels[start:stop] = np.argmax(self._phi(X[start:stop]) @ self._W, axis=1)
+        return labels
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        # R and W are left out: both follow from A and C, and R alone would
+        # double the size of every stored version.
+        self._require_fitted()
+        return {
+            "W_rand": self._W_rand.copy(),
+            "b": self._b.copy(),
+            "A": self._A.copy(),
+            "C": self._C.copy(),
+            "n_samples": np.array(self._n_samples, dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        missing = [k for k in _STATE_KEYS if k not in state]
+        unknown = sorted(set(state) - set(_STATE_KEYS))
+        if missing or unknown:
+            raise ValueError(
+                f"analytic state keys do not match: missing {missing or 'none'}, unknown {unknown or 'none'}"
+            )
+        width = self.config.width
+        expected = {
+            "W_rand": (self.n_features, width),
+            "b": (width,),
+            "A": (width, width),
+            "C": (width, self.n_classes),
+            "n_samples": (),
+        }
+        arrays = {key: np.asarray(state[key]) for key in _STATE_KEYS}
+        for key, shape in expected.items():
+            if arrays[key].shape != shape:
+                raise ValueError(
+                    f"analytic state {key!r} has shape {arrays[key].shape}, expected {shape} "
+                    f"(width={width}, n_features={self.n_features}, n_classes={self.n_classes})"
+                )
+        n_samples = arrays["n_samples"]
+        if not np.issubdtype(n_samples.dtype, np.integer) or int(n_samples) < 0:
+            raise ValueError(f"analytic state 'n_samples' must be a non-negative integer, not {n_samples!r}")
+
+        A = np.array(arrays["A"], dtype=np.float64, order="F")
+        C = np.array(arrays["C"], dtype=np.float64)
+        R = self._inverse(A)  # raises before anything is assigned
+        self._W_rand = np.array(arrays["W_rand"], dtype=np.float64)
+        self._b = np.array(arrays["b"], dtype=np.float64)
+        self._probe = self._probe_vector()
+        self._A, self._C, self._R = A, C, R
+        self._W = self._head()
+        self._n_samples = int(n_samples)
+
+    # ---------------------------------------------------------------- internals
+
+    def features(self, X: np.ndarray) -> np.ndarray:
+        """phi(X) = ReLU(X W_rand + b) in float64, shape (n, width)."""
+        self._require_fitted()
+        return self._phi(self._inputs(X, "features"))
+
+    def _init_state(self) -> None:
+        width = self.config.width
+        rng = np.random.default_rng(self.config.seed)
+        # 1/sqrt(n_features) keeps pre-activations at unit scale for standardised inputs.
+        self._W_rand = rng.standard_normal((self.n_features, width)) / np.sqrt(self.n_features)
+        self._b = rng.standard_normal(width)
+        self._probe = self._probe_vector()
+        self._A = np.asfortranarray(self.config.gamma * np.eye(width))
+        self._C = np.zeros((width, self.n_classes))
+        self._R = np.asfortranarray(np.eye(width) / self.config.gamma)
+        self._W = np.zeros((width, self.n_classes))
+        self._n_samples = 0
+
+    def _probe_vector(self) -> np.ndarray:
+        # Its own stream, so a loaded state (which does not store it) gets the same one.
+        return np.random.default_rng([self.config.seed, 1]).standard_normal(self.config.width)
+
+    def _phi(self, X: np.ndarray) -> np.ndarray:
+        return np.maximum(X @ self._W_rand + self._b, 0.0)
+
+    def _update(self, Phi: np.ndarray, Y: np.ndarray, sign: float) -> None:
+        """Add (sign=+1) or remove (sign=-1) the rows of Phi with targets Y.
+
+        The positive-definiteness check that refuses a bad forget runs before
+        the state changes, so a refused forget leaves the state as it was.
+        """
+        C = self._C + sign * (Phi.T @ Y)
+        if len(Phi) >= self.config.width:
+            # Woodbury would cost O(n d^2 + n^3) here, more than a fresh O(d^3)
+            # factorisation, which is also free of accumulated round-off.
+            A = np.asfortranarray(self._A + sign * (Phi.T @ Phi))
+            self._R = self._inverse(A)
+            self._A, self._C = A, C
+        else:
+            self._woodbury(Phi, sign)
+            self._C = C
+            if self._drift() > self.config.drift_tol:
+                self._R = self._inverse(self._A)
+                self.refreshes += 1
+        self._W = self._head()
+
+    def _woodbury(self, Phi: np.ndarray, sign: float) -> None:
+        # (A + s Phi^T Phi)^-1 = R - s R Phi^T (I + s Phi R Phi^T)^-1 Phi R  for s = +/-1.
+        # With U = R Phi^T and S = I + s Phi U = L L^T, the correction is V^T V for
+        # V = L^-1 U^T. Formed that way it comes out symmetric (bit for bit in
+        # practice with OpenBLAS), where U S^-1 U^T would need a symmetrising pass
+        # over R costing as much as the whole update; any asymmetry round-off
+        # still leaves is caught by the drift check like the rest of it.
+        U = self._R @ Phi.T
+        S = np.eye(len(Phi)) + sign * (Phi @ U)
+        try:
+            # S is positive definite exactly when the updated A is, so a failure
+            # here means the forget set held samples that A never contained.
+            L = cholesky(S, lower=True)
+        except np.linalg.LinAlgError:
+            raise ValueError(self._indefinite_message()) from None
+        V = solve_triangular(L, U.T, lower=True)
+        # In place: A and R are Fortran-ordered, so BLAS writes into them without
+        # a copy of 8 d^2 bytes per request.
+        self._A = blas.dgemm(sign, Phi.T, Phi, beta=1.0, c=self._A, overwrite_c=1)
+        self._R = blas.dgemm(-sign, V.T, V, beta=1.0, c=self._R, overwrite_c=1)
+
+    def _inverse(self, A: np.ndarray) -> np.ndarray:
+        try:
+            factor = cho_factor(A, lower=True)
+        except np.linalg.LinAlgError:
+            raise ValueError(self._indefinite_message()) from None
+        R = cho_solve(factor, np.eye(len(A)))
+        return np.asfortranarray(0.5 * (R + R.T))
+
+    def _head(self) -> np.ndarray:
+        """W = A^-1 C, using R only as an approximate inverse.
+
+        R may be off by up to drift_tol, which W = R C would inherit magnified
+        by the conditioning of A. One step of iterative refinement against the
+        exact statistics removes that error to first order, for two more
+        O(d^2 n_classes) products. (BLAS is called directly because numpy's
+        matmul first copies the Fortran-ordered d x d operand.)
+        """
+        W = blas.dgemm(1.0, self._R, self._C)
+        residual = self._C - blas.dgemm(1.0, self._A, W)
+        return W + blas.dgemm(1.0, self._R, residual)
+
+    def _drift(self) -> float:
+        """Relative residual |A R v - v| / |v| on the fixed probe v; O(d^2)."""
+        v = self._probe
+        return float(np.linalg.norm(self._A @ (self._R @ v) - v) / np.linalg.norm(v))
+
+    @staticmethod
+    def _indefinite_message() -> str:
+        return (
+            "analytic statistics would stop being positive definite: the forget set holds samples "
+            "that were never learned or were already forgotten (or the state is corrupt)"
+        )
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("analytic strategy has learned nothing yet")
+
+    def _inputs(self, X: np.ndarray, what: str) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"{what}: X must have shape (n, {self.n_features}), not {X.shape}")
+        return X
+
+    def _one_hot(self, y: np.ndarray, n: int, what: str) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise ValueError(f"{what}: y must have shape ({n},) to match X, not {y.shape}")
+        if n and not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{what}: y must hold integer labels, not {y.dtype}")
+        if n and (y.min() < 0 or y.max() >= self.n_classes):
+            raise ValueError(f"{what}: labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}")
+        Y = np.zeros((n, self.n_classes))
+        Y[np.arange(n), y.astype(np.int64, copy=False)] = 1.0
+        return Y

@@ -1,0 +1,248 @@
+"""The analytic strategy: exactness of learn/forget against the closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from strategies import ForgetSet, StrategyConfigError, TaskData
+from strategies.analytic import SPEC, AnalyticConfig
+from strategies.analytic.model import AnalyticStrategy
+
+N_FEATURES = 5
+N_CLASSES = 4
+
+
+def make(width: int = 32, gamma: float = 0.1, seed: int = 0, **kwargs) -> AnalyticStrategy:
+    return AnalyticStrategy(AnalyticConfig(width=width, gamma=gamma, seed=seed, **kwargs), N_FEATURES, N_CLASSES)
+
+
+def batch(rng: np.random.Generator, n: int, prefix: str, classes=range(N_CLASSES)) -> TaskData:
+    X = rng.standard_normal((n, N_FEATURES)).astype(np.float32)
+    y = rng.choice(np.asarray(list(classes), dtype=np.int64), size=n)
+    return TaskData(task=prefix, X=X, y=y, sample_ids=tuple(f"{prefix}/{i}" for i in range(n)))
+
+
+def forget_of(samples: dict[str, tuple[np.ndarray, int]], ids: list[str]) -> ForgetSet:
+    X = np.array([samples[i][0] for i in ids], dtype=np.float32).reshape(len(ids), N_FEATURES)
+    y = np.array([samples[i][1] for i in ids], dtype=np.int64)
+    return ForgetSet(sample_ids=tuple(ids), X=X, y=y)
+
+
+def ridge_reference(strategy: AnalyticStrategy, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """solve(gamma I + Phi^T Phi, Phi^T Y), with Phi rebuilt from the stored projection."""
+    state = strategy.state_dict()
+    Phi = np.maximum(np.asarray(X, dtype=np.float64).reshape(-1, N_FEATURES) @ state["W_rand"] + state["b"], 0.0)
+    Y = np.eye(N_CLASSES)[np.asarray(y, dtype=np.int64)]
+    width = strategy.config.width
+    return np.linalg.solve(strategy.config.gamma * np.eye(width) + Phi.T @ Phi, Phi.T @ Y)
+
+
+def assert_matches_ridge(strategy: AnalyticStrategy, retained: dict[str, tuple[np.ndarray, int]]) -> None:
+    X = np.array([x for x, _ in retained.values()], dtype=np.float32).reshape(len(retained), N_FEATURES)
+    y = np.array([label for _, label in retained.values()], dtype=np.int64)
+    reference = ridge_reference(strategy, X, y)
+    gap = np.linalg.norm(strategy.weights - reference)
+    if retained:
+        assert gap <= 1e-8 * np.linalg.norm(reference), f"relative gap {gap / np.linalg.norm(reference):.3g}"
+    else:
+        # Everything forgotten: the reference is exactly zero, so only an absolute bound makes sense.
+        assert gap <= 1e-10
+    assert strategy.n_samples == len(retained)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(16, 48),
+    gamma=st.sampled_from([0.01, 0.1, 1.0]),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_interleaved_learns_and_forgets_equal_ridge_on_retained(width, gamma, seed, data):
+    rng = np.random.default_rng(seed)
+    strategy = make(width=width, gamma=gamma, seed=seed)
+    retained: dict[str, tuple[np.ndarray, int]] = {}
+    batches: list[list[str]] = []
+    for step in range(data.draw(st.integers(1, 10), label="steps")):
+        op = "learn" if not retained else data.draw(st.sampled_from(["learn", "forget some", "forget batch"]))
+        if op == "learn":
+            # Up to 24 rows: sometimes as wide as the model, which takes the refactorising path.
+            task = batch(rng, data.draw(st.integers(1, 24), label="batch size"), f"b{step}")
+            strategy.learn(task)
+            retained.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
+            batches.append(list(task.sample_ids))
+        elif op == "forget some":
+            ids = data.draw(st.lists(st.sampled_from(sorted(retained)), min_size=1, unique=True), label="forget")
+            strategy.forget(forget_of(retained, ids))
+            for i in ids:
+                del retained[i]
+        else:
+            # What is left of an earlier batch; possibly nothing, which must be a no-op.
+            chosen = batches[data.draw(st.integers(0, len(batches) - 1), label="batch")]
+            ids = [i for i in chosen if i in retained]
+            strategy.forget(forget_of(retained, ids))
+            for i in ids:
+                del retained[i]
+        assert_matches_ridge(strategy, retained)
+
+
+def test_small_updates_use_woodbury_without_refreshing():
+    # The drift check and the refinement of W would both hide a wrong Woodbury
+    # update from the exactness check, but not from the refresh count.
+    rng = np.random.default_rng(1)
+    strategy = make(width=48)
+    samples = {}
+    for k in range(6):
+        task = batch(rng, 10, f"b{k}")
+        strategy.learn(task)
+        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
+    forgotten = sorted(samples)[::3]
+    strategy.forget(forget_of(samples, forgotten))
+    for i in forgotten:
+        del samples[i]
+    assert strategy.refreshes == 0
+    assert_matches_ridge(strategy, samples)
+
+
+def test_drift_check_refreshes_and_stays_exact():
+    rng = np.random.default_rng(2)
+    strategy = make(width=40, drift_tol=1e-18)  # below round-off, so every Woodbury step refreshes
+    samples = {}
+    for k in range(4):
+        task = batch(rng, 7, f"b{k}")
+        strategy.learn(task)
+        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
+    forgotten = sorted(samples)[:9]
+    strategy.forget(forget_of(samples, forgotten))
+    for i in forgotten:
+        del samples[i]
+    assert strategy.refreshes == 5
+    assert_matches_ridge(strategy, samples)
+
+
+def test_forgetting_a_whole_task_zeroes_its_class_columns():
+    rng = np.random.default_rng(3)
+    strategy = make(width=48)
+    first = batch(rng, 30, "first", classes=[0, 1])
+    second = batch(rng, 30, "second", classes=[2, 3])
+    strategy.learn(first)
+    strategy.learn(second)
+    assert np.abs(strategy.weights[:, :2]).max() > 1e-3
+    strategy.forget(ForgetSet(sample_ids=first.sample_ids, task="first", X=first.X, y=first.y))
+    assert np.abs(strategy.weights[:, :2]).max() < 1e-9
+    assert set(np.unique(strategy.predict(second.X))) <= {2, 3}
+
+
+def test_state_dict_round_trip_predicts_identically():
+    rng = np.random.default_rng(4)
+    strategy = make(width=32)
+    first = batch(rng, 40, "a")
+    strategy.learn(first)
+    strategy.learn(batch(rng, 10, "b"))
+    state = strategy.state_dict()
+    assert set(state) == {"W_rand", "b", "A", "C", "n_samples"}
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert state["n_samples"].shape == () and int(state["n_samples"]) == 50
+
+    restored = make(width=32)
+    restored.load_state_dict(state)
+    X = rng.standard_normal((200, N_FEATURES)).astype(np.float32)
+    np.testing.assert_array_equal(restored.predict(X), strategy.predict(X))
+    np.testing.assert_allclose(restored.weights, strategy.weights, rtol=1e-10, atol=1e-12)
+
+    # The restored instance goes on like the original.
+    more = batch(rng, 5, "c")
+    for s in (strategy, restored):
+        s.learn(more)
+        s.forget(ForgetSet(sample_ids=first.sample_ids[:7], X=first.X[:7], y=first.y[:7]))
+    np.testing.assert_allclose(restored.weights, strategy.weights, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [("A", np.eye(31)), ("C", np.zeros((32, 5))), ("W_rand", np.zeros((4, 32))), ("b", np.zeros(33))],
+)
+def test_load_rejects_mismatched_shapes(key, bad):
+    strategy = make(width=32)
+    strategy.learn(batch(np.random.default_rng(5), 10, "a"))
+    state = strategy.state_dict()
+    state[key] = bad
+    with pytest.raises(ValueError, match=key):
+        make(width=32).load_state_dict(state)
+
+
+def test_load_rejects_missing_keys_and_a_width_mismatch():
+    strategy = make(width=32)
+    strategy.learn(batch(np.random.default_rng(6), 10, "a"))
+    state = strategy.state_dict()
+    with pytest.raises(ValueError, match="width=16"):
+        make(width=16).load_state_dict(state)
+    del state["C"]
+    with pytest.raises(ValueError, match="missing"):
+        make(width=32).load_state_dict(state)
+
+
+def test_constructor_allocates_nothing_and_predict_needs_a_learn():
+    strategy = make()
+    assert not strategy.is_fitted
+    assert set(vars(strategy)) == {"config", "n_features", "n_classes"}
+    with pytest.raises(RuntimeError, match="learned nothing yet"):
+        strategy.predict(np.zeros((1, N_FEATURES), dtype=np.float32))
+
+
+def test_forget_needs_the_samples_data():
+    rng = np.random.default_rng(7)
+    strategy = make()
+    task = batch(rng, 10, "a")
+    strategy.learn(task)
+    before = strategy.weights
+    with pytest.raises(ValueError, match="X and y"):
+        strategy.forget(ForgetSet(sample_ids=task.sample_ids[:2]))
+    with pytest.raises(ValueError, match="X and y"):
+        strategy.forget(ForgetSet(sample_ids=task.sample_ids[:2], X=task.X[:2]))
+    strategy.forget(ForgetSet(sample_ids=()))  # empty: nothing to do, nothing needed
+    np.testing.assert_array_equal(strategy.weights, before)
+
+
+def test_forgetting_what_was_never_learned_is_refused_and_changes_nothing():
+    rng = np.random.default_rng(8)
+    strategy = make(width=32)
+    task = batch(rng, 10, "a")
+    strategy.learn(task)
+    before = strategy.state_dict()
+    with pytest.raises(ValueError, match="only 10 are learned"):
+        strategy.forget(forget_of({f"x{i}": (np.zeros(N_FEATURES), 0) for i in range(11)}, [f"x{i}" for i in range(11)]))
+    # Far from anything learned, so removing it would make A indefinite.
+    stranger = {"x": (np.full(N_FEATURES, 50.0), 1)}
+    with pytest.raises(ValueError, match="positive definite"):
+        strategy.forget(forget_of(stranger, ["x"]))
+    after = strategy.state_dict()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+
+
+def test_inputs_are_validated():
+    strategy = make()
+    with pytest.raises(ValueError, match="shape"):
+        strategy.learn(TaskData("a", np.zeros((3, N_FEATURES + 1), np.float32), np.zeros(3, np.int64), ("1", "2", "3")))
+    with pytest.raises(ValueError, match="labels"):
+        strategy.learn(TaskData("a", np.zeros((1, N_FEATURES), np.float32), np.array([N_CLASSES]), ("1",)))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"width": 0}, {"width": 1.5}, {"width": True}, {"width": 70000}, {"gamma": 0}, {"gamma": -1.0},
+     {"gamma": "big"}, {"seed": -1}, {"drift_tol": 0}, {"drift_tol": 1.0}],
+)
+def test_config_rejects_bad_values(values):
+    with pytest.raises(StrategyConfigError):
+        AnalyticConfig(**values)
+    with pytest.raises(StrategyConfigError):
+        SPEC.make_config(values)
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(StrategyConfigError, match="unknown config keys"):
+        SPEC.make_config({"widht": 8})
