@@ -111,7 +111,7 @@ class AnalyticStrategy(Strategy):
         return {
             "W_rand": self._W_rand.copy(),
             "b": self._b.copy(),
-            "A": self._A.copy(),
+            "A": _symmetric(self._A),
             "C": self._C.copy(),
             "n_samples": np.array(self._n_samples, dtype=np.int64),
         }
@@ -189,7 +189,7 @@ class AnalyticStrategy(Strategy):
         if len(Phi) >= self.config.width:
             # Woodbury would cost O(n d^2 + n^3) here, more than a fresh O(d^3)
             # factorisation, which is also free of accumulated round-off.
-            A = np.asfortranarray(self._A + sign * (Phi.T @ Phi))
+            A = np.asfortranarray(_symmetric(self._A) + sign * (Phi.T @ Phi))
             self._R = self._inverse(A)
             self._A, self._C = A, C
         else:
@@ -203,11 +203,11 @@ class AnalyticStrategy(Strategy):
     def _woodbury(self, Phi: np.ndarray, sign: float) -> None:
         # (A + s Phi^T Phi)^-1 = R - s R Phi^T (I + s Phi R Phi^T)^-1 Phi R  for s = +/-1.
         # With U = R Phi^T and S = I + s Phi U = L L^T, the correction is V^T V for
-        # V = L^-1 U^T. Formed that way it comes out symmetric (bit for bit in
-        # practice with OpenBLAS), where U S^-1 U^T would need a symmetrising pass
-        # over R costing as much as the whole update; any asymmetry round-off
-        # still leaves is caught by the drift check like the rest of it.
-        U = self._R @ Phi.T
+        # V = L^-1 U^T. A and R are symmetric, so only their lower triangles are
+        # kept current: the rank-n updates are symmetric rank-k BLAS calls (syrk)
+        # and every product with them reads one triangle (symm, symv). That is
+        # about 4 n d^2 flops a request instead of 6 n d^2 with full products.
+        U = blas.dsymm(1.0, self._R, Phi.T, lower=1)
         S = np.eye(len(Phi)) + sign * (Phi @ U)
         try:
             # S is positive definite exactly when the updated A is, so a failure
@@ -218,8 +218,10 @@ class AnalyticStrategy(Strategy):
         V = solve_triangular(L, U.T, lower=True)
         # In place: A and R are Fortran-ordered, so BLAS writes into them without
         # a copy of 8 d^2 bytes per request.
-        self._A = blas.dgemm(sign, Phi.T, Phi, beta=1.0, c=self._A, overwrite_c=1)
-        self._R = blas.dgemm(-sign, V.T, V, beta=1.0, c=self._R, overwrite_c=1)
+        # syrk runs about twice as fast on a column-major d x n operand (trans=0)
+        # as on the row-major n x d one; Phi.T is that already, V.T nearly so.
+        self._A = blas.dsyrk(sign, Phi.T, beta=1.0, c=self._A, trans=0, lower=1, overwrite_c=1)
+        self._R = blas.dsyrk(-sign, np.asfortranarray(V.T), beta=1.0, c=self._R, trans=0, lower=1, overwrite_c=1)
 
     def _inverse(self, A: np.ndarray) -> np.ndarray:
         try:
@@ -238,14 +240,15 @@ class AnalyticStrategy(Strategy):
         O(d^2 n_classes) products. (BLAS is called directly because numpy's
         matmul first copies the Fortran-ordered d x d operand.)
         """
-        W = blas.dgemm(1.0, self._R, self._C)
-        residual = self._C - blas.dgemm(1.0, self._A, W)
-        return W + blas.dgemm(1.0, self._R, residual)
+        W = blas.dsymm(1.0, self._R, self._C, lower=1)
+        residual = self._C - blas.dsymm(1.0, self._A, W, lower=1)
+        return W + blas.dsymm(1.0, self._R, residual, lower=1)
 
     def _drift(self) -> float:
         """Relative residual |A R v - v| / |v| on the fixed probe v; O(d^2)."""
         v = self._probe
-        return float(np.linalg.norm(self._A @ (self._R @ v) - v) / np.linalg.norm(v))
+        Rv = blas.dsymv(1.0, self._R, v, lower=1)
+        return float(np.linalg.norm(blas.dsymv(1.0, self._A, Rv, lower=1) - v) / np.linalg.norm(v))
 
     @staticmethod
     def _indefinite_message() -> str:
@@ -275,3 +278,8 @@ class AnalyticStrategy(Strategy):
         Y = np.zeros((n, self.n_classes))
         Y[np.arange(n), y.astype(np.int64, copy=False)] = 1.0
         return Y
+
+
+def _symmetric(lower: np.ndarray) -> np.ndarray:
+    """The full symmetric matrix whose lower triangle is ``lower``."""
+    return np.tril(lower) + np.tril(lower, -1).T
