@@ -20,6 +20,8 @@ app = typer.Typer(help="lifecycle: continual learn/unlearn lifecycle manager.", 
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Ledger schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 DB_HELP = "Ledger URL, e.g. sqlite:///ledger.db or postgresql+psycopg://user@host/db (env LIFECYCLE_DB)."
@@ -54,6 +56,17 @@ def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", h
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     console.print(f"ledger schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
+
+
+@audit_app.command("verify")
+def audit_verify(db: Optional[str] = DbOpt):
+    """Walk every model's event chain; name the first altered, inserted or deleted row."""
+    checked, problems = _connect(db).ledger.audit_problems()
+    if problems:
+        for p in problems:
+            console.print(f"[red]BROKEN[/red] {p}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"audit chain intact: {checked} events checked")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
+from store import audit
 from store import records as rec
 from store.errors import LeaseLost
 from store.records import APPLIED, CANCELLED, FAILED, QUEUED, REJECTED, RUNNING
@@ -101,7 +102,18 @@ def _sample(row: SampleRow, task_name: str) -> rec.Sample:
 
 
 def _event(s: Session, model_id: int, request_id: str | None, kind: str, **detail: Any) -> None:
-    s.add(EventRow(model_id=model_id, request_id=request_id, kind=kind, detail=detail, at=utcnow()))
+    """Append an event to the model's audit chain.
+
+    Locking the model row serialises appends per model (PostgreSQL; SQLite
+    already has one writer), so two transactions never fork the chain.
+    """
+    model = s.scalar(select(ModelRow).where(ModelRow.id == model_id).with_for_update())
+    at = utcnow()
+    seq = model.audit_seq + 1
+    digest = audit.event_hash(model_id, seq, request_id, kind, detail, at, model.audit_head)
+    s.add(EventRow(model_id=model_id, request_id=request_id, kind=kind, detail=detail, at=at, seq=seq,
+                   prev_hash=model.audit_head, hash=digest))
+    model.audit_seq, model.audit_head = seq, digest
 
 
 class Ledger:
@@ -135,6 +147,8 @@ class Ledger:
                 forget_due_days=forget_due_days,
                 subject_salt=secrets.token_hex(16),
                 created_at=utcnow(),
+                audit_seq=0,
+                audit_head=None,
             )
             s.add(row)
             s.flush()
@@ -503,6 +517,7 @@ class Ledger:
             rows = s.scalars(
                 select(RequestRow)
                 .where(RequestRow.status == RUNNING, RequestRow.lease_expires_at < now)
+                .order_by(RequestRow.model_id, RequestRow.seq)  # model rows get locked in one order
                 .with_for_update(skip_locked=True)
             ).all()
             for row in rows:
@@ -708,6 +723,21 @@ class Ledger:
         with self._begin() as s:
             row = s.get(CertificateRow, request_id)
             return dict(row.body) if row else None
+
+    def audit_problems(self) -> tuple[int, list[audit.ChainProblem]]:
+        """Check every model's audit chain: (events checked, first problem per model)."""
+        problems, checked = [], 0
+        with self._begin() as s:
+            for model in s.scalars(select(ModelRow).order_by(ModelRow.id)).all():
+                rows = s.scalars(select(EventRow).where(EventRow.model_id == model.id)
+                                 .order_by(EventRow.seq, EventRow.id)).all()
+                checked += len(rows)
+                chain = [audit.ChainEvent(r.id, r.model_id, r.seq, r.request_id, r.kind, dict(r.detail), r.at,
+                                          r.prev_hash, r.hash) for r in rows]
+                found = audit.first_problem(model.name, chain, model.audit_seq, model.audit_head)
+                if found is not None:
+                    problems.append(found)
+        return checked, problems
 
     def events(self, model_id: int | None = None, request_id: str | None = None) -> list[rec.Event]:
         with self._begin() as s:

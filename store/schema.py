@@ -70,6 +70,9 @@ class ModelRow(Base):
     forget_due_days: Mapped[float] = mapped_column(Float)
     subject_salt: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # head of the audit chain over this model's events (see store.audit)
+    audit_seq: Mapped[int] = mapped_column(Integer, default=0)
+    audit_head: Mapped[str | None] = mapped_column(String(64))
 
 
 class TaskRow(Base):
@@ -214,7 +217,7 @@ class EventRow(Base):
     """Append-only audit trail: one row per state transition."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_model", "model_id", "id"),)
+    __table_args__ = (Index("ix_events_model", "model_id", "id"), UniqueConstraint("model_id", "seq"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
@@ -222,3 +225,6 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict] = mapped_column(JSON)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    seq: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
