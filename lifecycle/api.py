@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 import strategies
 from lifecycle import arrays, validation
+from lifecycle.signing import Signer
 from lifecycle.errors import (
     AlreadyForgotten,
     DuplicateSampleIds,
@@ -42,17 +43,20 @@ from store.records import Evaluation, Model, ModelVersion, RelapseFinding, Reque
 DEFAULT_URL = "sqlite:///lifecycle.db"
 
 
-def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = None, create: bool = True) -> Lifecycle:
+def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = None, create: bool = True,
+            signing_key: str | os.PathLike | None = None) -> Lifecycle:
     """Open a ledger. A new empty database gets the current schema; an older
     one raises ``SchemaOutOfDate`` naming ``lifecycle db upgrade``.
 
     SQLite keeps artifacts in a folder beside the database file
     (``ledger.db`` -> ``ledger.db.artifacts``); other backends take
     ``artifacts`` or the ``LIFECYCLE_ARTIFACTS`` environment variable.
+    Certificates are signed with the Ed25519 key at ``signing_key`` (see
+    ``lifecycle.signing``), created on first use.
     """
     url = url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
     engine = open_engine(url, create=create)
-    return Lifecycle(Ledger(engine), ArtifactStore(artifacts or default_artifacts(url)))
+    return Lifecycle(Ledger(engine), ArtifactStore(artifacts or default_artifacts(url)), Signer(signing_key))
 
 
 def default_artifacts(url: str) -> Path:
@@ -74,9 +78,10 @@ class Step:
 
 
 class Lifecycle:
-    def __init__(self, ledger: Ledger, artifacts: ArtifactStore) -> None:
+    def __init__(self, ledger: Ledger, artifacts: ArtifactStore, signer: Signer) -> None:
         self.ledger = ledger
         self.artifacts = artifacts
+        self.signer = signer
 
     # ---- models --------------------------------------------------------------
 
@@ -344,6 +349,7 @@ class Lifecycle:
         return self.ledger.findings(self.model(model).id)
 
     def certificate(self, request_id: str) -> dict[str, Any]:
+        """The signed receipt of an applied forget: ``{"certificate": ..., "signature": ...}``."""
         req = self.status(request_id)
         cert = self.ledger.certificate(request_id)
         if cert is None:

@@ -21,6 +21,7 @@ def build(
     forgotten_tasks: list[str],
     applied_at: str,
     data_touched: str,
+    audit_anchor: tuple[int, str | None],
 ) -> dict[str, Any]:
     req = claim.request
     retained = [e for e in evaluations if e.role == "retained"]
@@ -29,6 +30,7 @@ def build(
         "kind": "lifecycle.deletion-certificate/1",
         "request": {
             "id": req.id,
+            "digest": claim.payload_sha,
             "target": req.target,
             "requested_by": req.requested_by,
             "reason": req.reason,
@@ -56,4 +58,7 @@ def build(
             "relapse_status": "relapse" if findings else "clear",
         },
         "applied_at": applied_at,
+        # the audit chain as it stood when this step began: rewriting earlier
+        # history would no longer match a certificate signed before it
+        "audit_anchor": {"seq": audit_anchor[0], "hash": audit_anchor[1]},
     }

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -22,6 +23,8 @@ db_app = typer.Typer(help="Ledger schema management.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+cert_app = typer.Typer(help="Signed deletion certificates.", no_args_is_help=True)
+app.add_typer(cert_app, name="certificate")
 console = Console()
 
 DB_HELP = "Ledger URL, e.g. sqlite:///ledger.db or postgresql+psycopg://user@host/db (env LIFECYCLE_DB)."
@@ -64,9 +67,50 @@ def audit_verify(db: Optional[str] = DbOpt):
     checked, problems = _connect(db).ledger.audit_problems()
     if problems:
         for p in problems:
-            console.print(f"[red]BROKEN[/red] {p}", highlight=False)
+            console.print(f"[red]BROKEN[/red] {p}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"audit chain intact: {checked} events checked")
+
+
+@cert_app.command("show")
+def certificate_show(request_id: str = typer.Argument(..., help="An applied forget request."),
+                     out: Optional[Path] = typer.Option(None, help="Also write the certificate to this file."),
+                     db: Optional[str] = DbOpt):
+    """Print the signed certificate of an applied forget request."""
+    signed = _connect(db).certificate(request_id)
+    text = json.dumps(signed, indent=2, sort_keys=True)
+    if out is not None:
+        out.write_text(text + "\n")
+    print(text)
+
+
+@cert_app.command("verify")
+def certificate_verify(file: Path = typer.Argument(..., help="A certificate written by `certificate show`."),
+                       public_key: Path = typer.Option(..., "--public-key", help="PEM public key of the signer.")):
+    """Check a certificate's signature offline (no ledger, no network)."""
+    from lifecycle.signing import InvalidCertificate, verify
+
+    try:
+        body = verify(json.loads(file.read_text()), public_key.read_bytes())
+    except (InvalidCertificate, json.JSONDecodeError, OSError) as exc:
+        console.print(f"[red]INVALID[/red]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"valid: forget {body['request']['id']} on model {body['model']!r}, v{body['version_before']} -> "
+                  f"v{body['version_after']}, {body['removed']['count']} sample(s) removed, exactness "
+                  f"{body['exactness']}", highlight=False, soft_wrap=True)
+
+
+@cert_app.command("public-key")
+def certificate_public_key(key: Optional[Path] = typer.Option(None, help="Private key file (default: "
+                                                                          "$LIFECYCLE_SIGNING_KEY or ~/.config)."),
+                           out: Optional[Path] = typer.Option(None, help="Write the PEM here.")):
+    """Print the public key that verifies this installation's certificates."""
+    from lifecycle.signing import Signer
+
+    pem = Signer(key).public_pem()
+    if out is not None:
+        out.write_bytes(pem)
+    print(pem.decode(), end="")
 
 
 @app.command()

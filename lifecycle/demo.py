@@ -55,7 +55,7 @@ def run_demo(db: str | None = None, *, width: int = 1024, console: Console | Non
             req = lc.wait(submit().id, timeout=120)
             _print_step(lc, console, title, req, time.perf_counter() - started)
         alice = next(r for r in lc.requests("digits") if r.target.get("subject_hash"))
-        cert = lc.certificate(alice.id)
+        cert = lc.certificate(alice.id)["certificate"]
         console.print(
             f"certificate for {alice.id}: {cert['removed']['count']} samples removed, exactness "
             f"{cert['exactness']}, v{cert['version_before']} -> v{cert['version_after']}, relapse "

@@ -136,12 +136,13 @@ class Worker:
         digest = self.lc.artifacts.put(arrays.pack(strategy.state_dict()))
         cert = None
         if req.kind == "forget":
-            cert = certificates.build(
+            cert = self.lc.signer.sign(certificates.build(
                 claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
                 findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=utcnow().isoformat(),
                 data_touched={"nothing": "none", "forget data": "the forgotten samples' stored data only",
                               "ids only": "the forgotten samples' ids only"}[spec.tags.forget_needs],
-            )
+                audit_anchor=self.ledger.audit_head(model.id),
+            ))
         outcome = StepOutcome(
             artifact_digest=digest,
             step_seconds=step_seconds,

@@ -7,6 +7,14 @@ import pytest
 from tests.postgres import PostgresServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory):
+    """Certificates in tests are signed with a throwaway key (worker subprocesses inherit it)."""
+    path = tmp_path_factory.mktemp("keys") / "signing-key.pem"
+    os.environ["LIFECYCLE_SIGNING_KEY"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = PostgresServer()

@@ -27,7 +27,10 @@ TEST_PER_CLASS = 40
 FORGOTTEN = "t1"
 
 # Smaller than the defaults, only to keep the suite fast.
-CONFIG_OVERRIDES: dict[str, dict] = {"analytic": {"width": 256}}
+CONFIG_OVERRIDES: dict[str, dict] = {
+    "analytic": {"width": 256},
+    "hypernet": {"hidden": [32], "hnet_layers": [50, 50], "chunk_size": 500, "epochs": 10, "batch_size": 32},
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,123 @@
+"""Ed25519 signatures on deletion certificates.
+
+The private key lives outside the ledger, in a file named by the
+``signing_key`` argument of ``connect``, the ``LIFECYCLE_SIGNING_KEY``
+environment variable, or ``$XDG_CONFIG_HOME/lifecycle/signing-key.pem``. It
+is generated on first use. Verifying needs only the certificate file and the
+public key, no ledger and no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from lifecycle.errors import LifecycleError
+
+log = logging.getLogger("lifecycle.signing")
+ALGORITHM = "ed25519"
+
+
+class InvalidCertificate(LifecycleError):
+    """A certificate's signature does not verify, or the file is not a certificate."""
+
+
+def default_key_path() -> Path:
+    if os.environ.get("LIFECYCLE_SIGNING_KEY"):
+        return Path(os.environ["LIFECYCLE_SIGNING_KEY"])
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "lifecycle" / "signing-key.pem"
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class Signer:
+    def __init__(self, key_path: str | os.PathLike | None = None) -> None:
+        self.key_path = Path(key_path) if key_path else default_key_path()
+        self._key: Ed25519PrivateKey | None = None
+
+    def key(self) -> Ed25519PrivateKey:
+        if self._key is None:
+            self._key = self._load_or_create()
+        return self._key
+
+    def _load_or_create(self) -> Ed25519PrivateKey:
+        if self.key_path.exists():
+            key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            if not isinstance(key, Ed25519PrivateKey):
+                raise InvalidCertificate(f"{self.key_path} does not hold an Ed25519 private key")
+            return key
+        key = Ed25519PrivateKey.generate()
+        self.key_path.parent.mkdir(parents=True, exist_ok=True)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        # O_EXCL: two workers starting at once must not each write a different key
+        try:
+            fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self._load_or_create()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        log.warning("generated a new certificate signing key at %s (key id %s); back it up, keep it out of the "
+                    "ledger, and give verifiers its public key: lifecycle certificate public-key",
+                    self.key_path, key_id(key.public_key()))
+        return key
+
+    def sign(self, body: dict[str, Any]) -> dict[str, Any]:
+        key = self.key()
+        return {
+            "certificate": body,
+            "signature": {
+                "algorithm": ALGORITHM,
+                "key_id": key_id(key.public_key()),
+                "value": base64.b64encode(key.sign(canonical(body))).decode(),
+            },
+        }
+
+    def public_pem(self) -> bytes:
+        return public_pem(self.key().public_key())
+
+
+def verify(signed: dict[str, Any], public_key_pem: bytes) -> dict[str, Any]:
+    """Return the certificate body when the signature holds; raise otherwise."""
+    try:
+        body, sig = signed["certificate"], signed["signature"]
+        value = base64.b64decode(sig["value"], validate=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidCertificate(f"not a signed lifecycle certificate: {exc}") from None
+    if sig.get("algorithm") != ALGORITHM:
+        raise InvalidCertificate(f"unsupported signature algorithm {sig.get('algorithm')!r}")
+    try:
+        public = serialization.load_pem_public_key(public_key_pem)
+    except ValueError as exc:
+        raise InvalidCertificate(f"not a PEM public key: {exc}") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise InvalidCertificate("the public key is not an Ed25519 key")
+    if sig.get("key_id") != key_id(public):
+        raise InvalidCertificate(f"signed by key {sig.get('key_id')}, but the public key given is {key_id(public)}")
+    try:
+        public.verify(value, canonical(body))
+    except InvalidSignature:
+        raise InvalidCertificate("the signature does not match the certificate: it was altered after signing") \
+            from None
+    return body

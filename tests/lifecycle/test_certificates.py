@@ -1,0 +1,81 @@
+"""Signed certificates: built from the verification pass, verifiable offline, tamper-evident."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import lifecycle
+from lifecycle.cli import app
+from lifecycle.signing import InvalidCertificate, Signer, verify
+from tests.data import digits_tasks, learn_task, make_model
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def applied_forget(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    lc = lifecycle.connect(url)
+    make_model(lc)
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "digits", t0, subjects=["alice", "bob"] * (len(t0.y) // 2) + ["bob"] * (len(t0.y) % 2))
+    learn_task(lc, "digits", t1)
+    lc.drain()
+    req = lc.forget("digits", subject="alice", reason="GDPR art. 17", requested_by="dpo")
+    lc.drain()
+    return url, lc, req
+
+
+def test_certificate_carries_the_verification_and_verifies(applied_forget, signing_key):
+    _, lc, req = applied_forget
+    signed = lc.certificate(req.id)
+    body = verify(signed, Signer(signing_key).public_pem())
+    assert body["request"]["id"] == req.id and len(body["request"]["digest"]) == 64
+    assert body["strategy"] == "analytic" and body["exactness"] == "exact"
+    assert (body["version_before"], body["version_after"]) == (2, 3)
+    assert body["removed"]["count"] > 0 and "alice" not in json.dumps(signed)
+    assert body["verification"]["relapse_status"] == "clear"
+    assert {t["task"] for t in body["verification"]["retained_tasks"]} == {"0-1", "2-3"}
+    assert body["audit_anchor"]["seq"] > 0
+
+
+def test_cli_show_and_offline_verify_and_tampering(applied_forget, tmp_path):
+    url, lc, req = applied_forget
+    cert_file, key_file = tmp_path / "cert.json", tmp_path / "pub.pem"
+    assert runner.invoke(app, ["certificate", "show", req.id, "--db", url, "--out", str(cert_file)]).exit_code == 0
+    assert runner.invoke(app, ["certificate", "public-key", "--out", str(key_file)]).exit_code == 0
+    ok = runner.invoke(app, ["certificate", "verify", str(cert_file), "--public-key", str(key_file)])
+    assert ok.exit_code == 0 and "valid" in ok.output
+
+    signed = json.loads(cert_file.read_text())
+    signed["certificate"]["removed"]["count"] -= 1
+    cert_file.write_text(json.dumps(signed))
+    bad = runner.invoke(app, ["certificate", "verify", str(cert_file), "--public-key", str(key_file)])
+    assert bad.exit_code == 1 and "altered after signing" in bad.output
+
+
+def test_another_key_does_not_verify(applied_forget, tmp_path):
+    _, lc, req = applied_forget
+    other = Signer(tmp_path / "other.pem").public_pem()
+    with pytest.raises(InvalidCertificate, match="signed by key"):
+        verify(lc.certificate(req.id), other)
+
+
+def test_a_new_key_is_generated_on_first_use_with_a_message(tmp_path, caplog):
+    path = tmp_path / "keys" / "k.pem"
+    signer = Signer(path)
+    with caplog.at_level("WARNING"):
+        signed = signer.sign({"hello": "world"})
+    assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
+    assert "generated a new certificate signing key" in caplog.text
+    assert verify(signed, Signer(path).public_pem()) == {"hello": "world"}
+
+
+def test_learn_requests_have_no_certificate(applied_forget):
+    _, lc, _ = applied_forget
+    learn = lc.requests("digits")[0]
+    with pytest.raises(lifecycle.NotReady, match="applied forget requests only"):
+        lc.certificate(learn.id)
