@@ -299,6 +299,30 @@ class Lifecycle:
                                         "cancelled")
         return cancelled
 
+    def extend_deadline(self, request_id: str, *, until: dt.datetime, reason: str,
+                        requested_by: str | None = None) -> Request:
+        """Postpone an open forget's due date, with a reason; the change is audited.
+
+        GDPR art. 12(3) allows up to two further months for complex requests,
+        provided the subject is told why within the first month.
+        """
+        req = self.status(request_id)
+        validation.name(reason, "reason")
+        requested_by = validation.optional_text(requested_by, "requested_by", 200)
+        if req.kind != "forget":
+            raise InvalidRequest(f"request {request_id} is a {req.kind} request; only forgets have deadlines")
+        if req.done:
+            raise RequestNotCancellable(f"request {request_id} is already {req.status}; its deadline is moot")
+        if not isinstance(until, dt.datetime) or until.tzinfo is None:
+            raise InvalidRequest("until must be a timezone-aware datetime")
+        if until <= req.due_at:
+            raise InvalidRequest(f"until {until.isoformat()} is not later than the current due date "
+                                 f"{req.due_at.isoformat()}; deadlines are only extended")
+        extended = self.ledger.extend_deadline(request_id, until, reason, requested_by)
+        if extended is None:
+            raise RequestNotCancellable(f"request {request_id} finished while its deadline was being extended")
+        return extended
+
     # ---- following requests ------------------------------------------------
 
     def status(self, request_id: str) -> Request:

@@ -159,6 +159,24 @@ def submit_forget(
     print(req.id)
 
 
+@app.command("extend-deadline")
+def extend_deadline(request_id: str = typer.Argument(..., help="An open forget request."),
+                    days: float = typer.Option(..., help="Days to add to the current due date."),
+                    reason: str = typer.Option(..., help="Why (audited; tell the data subject)."),
+                    requested_by: Optional[str] = typer.Option(None, help="Who decided."),
+                    db: Optional[str] = DbOpt):
+    """Postpone a forget's due date, with a reason (audited)."""
+    from lifecycle.errors import InvalidRequest
+
+    lc = _connect(db)
+    req = lc.status(request_id)
+    if req.due_at is None:
+        raise InvalidRequest(f"request {request_id} is a {req.kind} request; only forgets have deadlines")
+    new = lc.extend_deadline(request_id, until=req.due_at + dt.timedelta(days=days), reason=reason,
+                             requested_by=requested_by)
+    console.print(f"{new.id}: due {_fmt_time(req.due_at)} -> {_fmt_time(new.due_at)} UTC")
+
+
 @app.command()
 def status(
     request_id: Optional[str] = typer.Argument(None, help="One request; omit to list requests."),

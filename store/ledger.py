@@ -414,6 +414,19 @@ class Ledger:
             name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
             return _request(row, name)
 
+    def extend_deadline(self, request_id: str, until: dt.datetime, reason: str, by: str | None) -> rec.Request | None:
+        """Move an open forget's due date later; None when the request is not open."""
+        with self._begin() as s:
+            row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
+            if row is None or row.status not in (QUEUED, RUNNING):
+                return None
+            before = row.due_at
+            row.due_at = until
+            _event(s, row.model_id, row.id, "deadline_extended", previous=before.isoformat(),
+                   due_at=until.isoformat(), reason=reason, by=by)
+            name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
+            return _request(row, name)
+
     # ---- reading requests -------------------------------------------------
 
     def request(self, request_id: str) -> rec.Request | None:
@@ -434,6 +447,11 @@ class Ledger:
             if statuses is not None:
                 q = q.where(RequestRow.status.in_(list(statuses)))
             return [_request(row, name) for row, name in s.execute(q.order_by(RequestRow.seq))]
+
+    def audit_head(self, model_id: int) -> tuple[int, str | None]:
+        with self._begin() as s:
+            row = s.get(ModelRow, model_id)
+            return row.audit_seq, row.audit_head
 
     def payload_digest(self, request_id: str) -> str | None:
         with self._begin() as s:
@@ -474,6 +492,7 @@ class Ledger:
                 owner=owner,
                 attempt=row.attempt,
                 payload_digest=row.payload_digest,
+                payload_sha=row.payload_sha,
             )
 
     def _owned(self, s: Session, claim: rec.Claim) -> RequestRow:

@@ -79,6 +79,7 @@ class Claim:
     owner: str
     attempt: int
     payload_digest: str | None
+    payload_sha: str
 
 
 @dataclass(frozen=True)
