@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -123,15 +122,20 @@ def serve(
     summary_interval: float = typer.Option(300.0, help="Seconds between relapse summaries."),
     grace_seconds: float = typer.Option(30.0, help="On SIGTERM, how long the current step may finish."),
     reports: Optional[str] = typer.Option(None, help="Folder for relapse-summary.json."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics and /healthz on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address for the metrics endpoint."),
     log_level: str = typer.Option("INFO", help="Logging level."),
+    log_format: str = typer.Option("json", help="json (one object per line) or text."),
 ):
     """Drain the request queue on a schedule until SIGTERM/SIGINT."""
     from lifecycle.service import Service
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from lifecycle.telemetry import configure_logging
+
+    configure_logging(log_level, log_format)
     service = Service(_connect(db, artifacts), interval=interval, lease_seconds=lease_seconds,
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
-                      reports_dir=reports)
+                      reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host)
     raise typer.Exit(service.run())
 
 

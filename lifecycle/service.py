@@ -19,6 +19,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from lifecycle.api import Lifecycle
 from lifecycle.summary import relapse_summary
+from lifecycle.telemetry import Telemetry
 from lifecycle.worker import Worker
 from store.errors import LeaseLost
 
@@ -37,6 +38,8 @@ class Service:
         grace_seconds: float = 30.0,
         reports_dir: str | os.PathLike | None = None,
         owner: str | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
             raise ValueError("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
@@ -46,12 +49,17 @@ class Service:
         self.grace_seconds = grace_seconds
         self.reports_dir = Path(reports_dir) if reports_dir else None
         self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.telemetry: Telemetry | None = None
         self.scheduler = None
 
     # ---- jobs ----------------------------------------------------------------
 
     def tick(self) -> None:
         """Drain the queue (the scheduler never runs two ticks at once)."""
+        if self.telemetry is not None:
+            self.telemetry.beat()
         for m in self.lc.ledger.models():
             self.worker.purge(m)  # finishes purges a crash interrupted
         self.worker.drain()
@@ -73,6 +81,14 @@ class Service:
             os.replace(tmp, self.reports_dir / "relapse-summary.json")
         return summary
 
+    def _start_telemetry(self) -> None:
+        if self.metrics_port is None:
+            return
+        self.telemetry = Telemetry(self.lc.ledger)
+        self.worker.on_step = self.telemetry.observe_step
+        port = self.telemetry.serve(self.metrics_port, self.metrics_host)
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", self.metrics_host, port)
+
     def _schedule(self, scheduler) -> None:
         scheduler.add_job(self.tick, "interval", seconds=self.interval, id="drain", next_run_time=_now())
         scheduler.add_job(self.requeue, "interval", seconds=max(1.0, self.worker.lease_seconds / 4), id="requeue",
@@ -91,6 +107,7 @@ class Service:
         finish within the grace period (or hand it back to the queue) and return 0."""
         self.scheduler = BlockingScheduler(job_defaults=self._job_defaults())
         self._schedule(self.scheduler)
+        self._start_telemetry()
 
         def on_signal(signum, _frame):
             log.info("received %s: no new claims; finishing the current step", signal.Signals(signum).name)
@@ -109,12 +126,15 @@ class Service:
         """Run in background threads (for embedding, e.g. the demo)."""
         self.scheduler = BackgroundScheduler(job_defaults=self._job_defaults())
         self._schedule(self.scheduler)
+        self._start_telemetry()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.worker.stopping.set()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.telemetry is not None:
+            self.telemetry.close()
 
     def _finish_current_step(self) -> None:
         deadline = time.monotonic() + self.grace_seconds

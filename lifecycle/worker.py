@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,6 +56,8 @@ class Worker:
         self.max_attempts = max_attempts
         self.stopping = threading.Event()
         self.current: Claim | None = None
+        # called as on_step(strategy, kind, seconds) after each applied step (metrics)
+        self.on_step: Callable[[str, str, float], None] | None = None
         self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
         self._probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -83,7 +86,7 @@ class Worker:
         try:
             self._apply(claim)
         except LeaseLost as exc:
-            log.warning("lost the lease on %s: %s", claim.request.id, exc)
+            log.warning("lost the lease: %s", exc, extra={"request_id": claim.request.id})
             self._cache.pop(claim.model.id, None)
         finally:
             stop_beat.set()
@@ -111,7 +114,8 @@ class Worker:
         spec = strategies.get(model.strategy)
         base = self.ledger.latest_version(model.id)
         base_no = base.version if base else 0
-        log.info("applying %s %s to %s v%d (attempt %d)", req.kind, req.id, model.name, base_no, claim.attempt)
+        ctx = {"request_id": req.id, "model": model.name}
+        log.info("applying %s to %s v%d (attempt %d)", req.kind, model.name, base_no, claim.attempt, extra=ctx)
         try:
             strategy = self._strategy(model, base)
             tasks = {t.name: t for t in self.ledger.tasks(model.id)}
@@ -124,11 +128,11 @@ class Worker:
         except Rejected as exc:
             self._cache.pop(model.id, None)
             self.ledger.finish_unapplied(claim, REJECTED, str(exc))
-            log.info("rejected %s: %s", req.id, exc)
+            log.info("rejected: %s", exc, extra=ctx)
             return
         except Exception as exc:  # a strategy failure must not take the worker down
             self._cache.pop(model.id, None)
-            log.exception("request %s failed", req.id)
+            log.exception("step failed", extra=ctx)
             self.ledger.finish_unapplied(claim, FAILED, f"{type(exc).__name__}: {exc}")
             return
 
@@ -160,7 +164,10 @@ class Worker:
                 self.lc.artifacts.delete(digest)
             raise
         self._cache[model.id] = (digest, strategy)
-        log.info("applied %s -> %s v%d in %.3f s", req.id, model.name, version.version, step_seconds)
+        log.info("applied -> %s v%d in %.3f s", model.name, version.version, step_seconds,
+                 extra={**ctx, "version": version.version, "step_seconds": step_seconds})
+        if self.on_step is not None:
+            self.on_step(model.strategy, req.kind, step_seconds)
         if req.kind == "forget":
             self.purge(model)
 

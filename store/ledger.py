@@ -709,6 +709,35 @@ class Ledger:
 
     # ---- reports -------------------------------------------------------------
 
+    def request_counts(self) -> list[tuple[str, str, int]]:
+        """(kind, status, count) over all models."""
+        with self._begin() as s:
+            q = select(RequestRow.kind, RequestRow.status, func.count()).group_by(RequestRow.kind,
+                                                                                   RequestRow.status)
+            return [(k, st, n) for k, st, n in s.execute(q)]
+
+    def oldest_open_forget(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """(received_at, due_at) of the open forget received first."""
+        with self._begin() as s:
+            q = (select(RequestRow.received_at, RequestRow.due_at)
+                 .where(RequestRow.kind == "forget", RequestRow.status.in_((QUEUED, RUNNING)))
+                 .order_by(RequestRow.received_at).limit(1))
+            found = s.execute(q).first()
+            return (found[0], found[1]) if found else None
+
+    def overdue_forgets(self, now: dt.datetime) -> int:
+        with self._begin() as s:
+            return s.scalar(select(func.count()).select_from(RequestRow).where(
+                RequestRow.kind == "forget", RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.due_at < now))
+
+    def finding_counts(self) -> list[tuple[str, int]]:
+        """(strategy, number of relapse findings)."""
+        with self._begin() as s:
+            q = (select(ModelRow.strategy, func.count()).select_from(RelapseFindingRow)
+                 .join(ModelRow, ModelRow.id == RelapseFindingRow.model_id).group_by(ModelRow.strategy))
+            return [(st, n) for st, n in s.execute(q)]
+
+
     def evaluations(self, model_id: int) -> list[rec.Evaluation]:
         with self._begin() as s:
             q = (
