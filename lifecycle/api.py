@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,7 @@ class Lifecycle:
             raise ModelExists(f"a model named {name!r} already exists") from None
 
     def model(self, name: str) -> Model:
-        if not isinstance(name, str):
-            raise InvalidRequest(f"model name must be a string, not {type(name).__name__}")
-        found = self.ledger.model(name)
+        found = self.ledger.model(validation.name(name, "model name"))
         if found is None:
             known = ", ".join(m.name for m in self.ledger.models()[:10]) or "none"
             raise UnknownModel(f"no model named {name!r} (models: {known})")
@@ -328,6 +327,10 @@ class Lifecycle:
     def status(self, request_id: str) -> Request:
         if not isinstance(request_id, str):
             raise InvalidRequest(f"request id must be a string, not {type(request_id).__name__}")
+        try:
+            uuid.UUID(request_id)
+        except ValueError:
+            raise UnknownRequest(f"no request with id {request_id!r} (request ids are UUIDs)") from None
         found = self.ledger.request(request_id)
         if found is None:
             raise UnknownRequest(f"no request with id {request_id!r}")

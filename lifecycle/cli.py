@@ -154,9 +154,11 @@ def submit_forget(
 ):
     """Queue a forget request."""
     lc = _connect(db, artifacts)
+    from lifecycle.validation import days
+
     due = None
     if due_in_days is not None:
-        due = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=due_in_days)
+        due = dt.datetime.now(dt.timezone.utc) + days(due_in_days, "--due-in-days")
     req = lc.forget(model, task=task, samples=sample or None, subject=subject, reason=reason,
                     requested_by=requested_by, idempotency_key=idempotency_key, due_at=due)
     console.print(f"queued forget {req.id} (due {_fmt_time(req.due_at)} UTC)")
@@ -170,13 +172,14 @@ def extend_deadline(request_id: str = typer.Argument(..., help="An open forget r
                     requested_by: Optional[str] = typer.Option(None, help="Who decided."),
                     db: Optional[str] = DbOpt):
     """Postpone a forget's due date, with a reason (audited)."""
+    from lifecycle import validation
     from lifecycle.errors import InvalidRequest
 
     lc = _connect(db)
     req = lc.status(request_id)
     if req.due_at is None:
         raise InvalidRequest(f"request {request_id} is a {req.kind} request; only forgets have deadlines")
-    new = lc.extend_deadline(request_id, until=req.due_at + dt.timedelta(days=days), reason=reason,
+    new = lc.extend_deadline(request_id, until=req.due_at + validation.days(days, "--days"), reason=reason,
                              requested_by=requested_by)
     console.print(f"{new.id}: due {_fmt_time(req.due_at)} -> {_fmt_time(new.due_at)} UTC")
 

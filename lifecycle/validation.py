@@ -106,6 +106,12 @@ def subjects(values: object, n: int) -> list[str | None]:
     return [None if v is None else name(v, f"subjects[{i}]") for i, v in enumerate(values)]
 
 
+def days(value: float, what: str, limit: float = 3650) -> dt.timedelta:
+    if not isinstance(value, (int, float)) or not 0 < value <= limit:
+        raise InvalidRequest(f"{what} must be a number of days in (0, {limit}], not {value!r}")
+    return dt.timedelta(days=value)
+
+
 def due(value: object, received: dt.datetime) -> dt.datetime:
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         raise InvalidRequest("due_at must be a timezone-aware datetime")

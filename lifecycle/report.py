@@ -1,0 +1,578 @@
+"""The relapse report of one model: a self-contained HTML page plus the same numbers as JSON.
+
+The page needs nothing but itself to be read: plots are PNG data URIs and
+there is no external script, style sheet or font. It is meant to be written
+on a schedule by the service and opened by an operator or an auditor later.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import math
+import os
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import strategies
+from lifecycle import metrics
+from lifecycle.api import Lifecycle
+from store.ledger import utcnow
+from store.records import APPLIED, FAILED, QUEUED, REJECTED, RUNNING, Request
+
+# A ledger can hold many thousands of requests; the page lists the latest ones
+# and the JSON keeps them all.
+MAX_REQUEST_ROWS = 500
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    json: Path
+
+
+def write_report(lc: Lifecycle, model: str, out_dir: str | os.PathLike, now: dt.datetime | None = None) -> ReportPaths:
+    """Write ``<model>.html`` and ``<model>.json`` into ``out_dir`` and return their paths.
+
+    Each file is written under a temporary name and renamed, so a reader
+    never sees half a report.
+    """
+    data = build_report(lc, model, now)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = _file_stem(model)
+    paths = ReportPaths(out / f"{stem}.html", out / f"{stem}.json")
+    _write_atomically(paths.json, json.dumps(_jsonable(data), indent=2, allow_nan=False))
+    _write_atomically(paths.html, render_html(data))
+    return paths
+
+
+# ---- numbers -------------------------------------------------------------------------------
+
+
+def build_report(lc: Lifecycle, model: str, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the report shows, as plain data (numpy arrays for the matrices)."""
+    now = now or utcnow()
+    m = lc.model(model)
+    spec = strategies.get(m.strategy)
+    requests = lc.ledger.requests(m.id)
+    findings = lc.ledger.findings(m.id)
+    matrix = metrics.from_history(lc.history(model))
+    tasks = {t.name: t for t in lc.ledger.tasks(m.id)}
+    by_id = {r.id: r for r in requests}
+
+    return {
+        "model": {
+            "name": m.name,
+            "strategy": m.strategy,
+            "exactness": spec.tags.exactness,
+            "forget_unit": spec.tags.forget_unit,
+            "forget_needs": spec.tags.forget_needs,
+            "needs_task_id": spec.tags.needs_task_id,
+            "relapse_threshold": m.relapse_threshold,
+            "latest_version": matrix.versions[-1] if matrix.versions else None,
+        },
+        "generated_at": now,
+        "timeline": {
+            "versions": list(matrix.versions),
+            "kinds": list(matrix.kinds),
+            "targets": [_target_text(by_id[rid].target) for rid in matrix.request_ids],
+            "tasks": list(matrix.tasks),
+            "accuracy": matrix.acc,
+            "roles": _roles(matrix),
+            "chance": matrix.chance,
+        },
+        "retained": _retained_section(matrix),
+        "forgotten": _forgotten_rows(matrix, requests, findings, tasks, m.relapse_threshold),
+        "findings": [
+            {
+                "version": f.version,
+                "task": f.task,
+                "forgotten_at_version": f.forgotten_at_version,
+                "acc_at_forget": f.acc_at_forget,
+                "accuracy": f.accuracy,
+                "chance": f.chance,
+                "relapse": f.relapse,
+                "threshold": f.threshold,
+                "peak_since_forget": f.peak_since_forget,
+                "created_at": f.created_at,
+            }
+            for f in findings
+        ],
+        "open_requests": _open_requests(requests, now),
+        "unapplied": [
+            {"id": r.id, "seq": r.seq, "kind": r.kind, "target": _target_text(r.target), "status": r.status,
+             "attempt": r.attempt, "error": r.error, "received_at": r.received_at, "finished_at": r.finished_at}
+            for r in requests if r.status in (FAILED, REJECTED)
+        ],
+        "requests": [_request_times(r) for r in requests],
+        "request_summary": _time_summary(requests),
+    }
+
+
+def _roles(matrix: metrics.AccuracyMatrix) -> list[list[str | None]]:
+    out = []
+    for i in range(len(matrix.versions)):
+        out.append(["retained" if matrix.retained[i, k] else "forgotten" if matrix.forgotten[i, k] else None
+                    for k in range(len(matrix.tasks))])
+    return out
+
+
+def _retained_section(matrix: metrics.AccuracyMatrix) -> dict[str, Any]:
+    if not matrix.versions:
+        keep = np.zeros(len(matrix.tasks), dtype=bool)
+    else:
+        keep = matrix.retained[-1]
+    per_task = metrics.forgetting(matrix.acc, matrix.retained, matrix.learned)
+    boundary = metrics.learned_at(matrix.learned)
+    return {
+        "tasks": [t for t, k in zip(matrix.tasks, keep) if k],
+        "versions": list(matrix.versions),
+        "accuracy": matrix.acc[:, keep],
+        "learned_at_version": [matrix.versions[b] if b >= 0 else None for b, k in zip(boundary, keep) if k],
+        "forgetting": per_task[keep],
+        "average_accuracy": metrics.average_accuracy(matrix.acc, matrix.retained),
+        "stream_forgetting": metrics.stream_forgetting(matrix.acc, matrix.retained, matrix.learned),
+        "bwt": metrics.bwt(matrix.acc, matrix.retained, matrix.learned),
+    }
+
+
+def _forgotten_rows(matrix, requests, findings, tasks, threshold) -> list[dict[str, Any]]:
+    """One row per task forgotten now, and one per applied sample or subject forget."""
+    row_of_version = {v: i for i, v in enumerate(matrix.versions)}
+    column = {t: k for k, t in enumerate(matrix.tasks)}
+    paper = metrics.relapse_paper(matrix.acc, matrix.forgotten)
+    one_sided = metrics.relapse_one_sided(matrix.acc, matrix.forgotten, matrix.chance)
+    by_version = {r.result_version: r for r in requests if r.status == APPLIED}
+    rows = []
+    for t in tasks.values():
+        if t.state != "forgotten" or t.name not in column:
+            continue
+        k = column[t.name]
+        step = row_of_version.get(t.forgotten_at_version)
+        req = by_version.get(t.forgotten_at_version)
+        relapsed = [f for f in findings if f.task == t.name and f.forgotten_at_version == t.forgotten_at_version]
+        rows.append({
+            "unit": "task",
+            "target": t.name,
+            "request_id": req.id if req else None,
+            "forgotten_at_version": t.forgotten_at_version,
+            "fa_now": float(matrix.acc[-1, k]),
+            "fa_at_forget": t.acc_at_forget,
+            "peak_since_forget": t.peak_since_forget,
+            "chance": float(matrix.chance[k]),
+            "relapse_now": float(one_sided[k]),
+            "relapse_paper": float(paper[k]),
+            "relapsed": bool(relapsed) or float(one_sided[k]) > threshold,
+            "findings": len(relapsed),
+            "spill": metrics.forget_spill(matrix.acc, matrix.retained, step) if step is not None else None,
+        })
+    by_id = {r.id: r for r in requests}
+    for step, request_id in enumerate(matrix.request_ids):
+        r = by_id[request_id]
+        if r.kind != "forget" or "task" in r.target:
+            continue
+        rows.append({
+            "unit": "subject" if "subject_hash" in r.target else "samples",
+            "target": _target_text(r.target),
+            "request_id": r.id,
+            "forgotten_at_version": r.result_version,
+            # a subject or a list of samples has no probe set of its own
+            "fa_now": None, "fa_at_forget": None, "peak_since_forget": None, "chance": None,
+            "relapse_now": None, "relapse_paper": None, "relapsed": False, "findings": 0,
+            "spill": metrics.forget_spill(matrix.acc, matrix.retained, step),
+        })
+    return rows
+
+
+def _open_requests(requests: list[Request], now: dt.datetime) -> list[dict[str, Any]]:
+    open_ = sorted((r for r in requests if r.status in (QUEUED, RUNNING)), key=lambda r: (r.received_at, r.seq))
+    return [
+        {"id": r.id, "seq": r.seq, "kind": r.kind, "target": _target_text(r.target), "status": r.status,
+         "received_at": r.received_at, "age_s": (now - r.received_at).total_seconds(), "due_at": r.due_at,
+         "overdue": r.due_at is not None and r.due_at < now}
+        for r in open_
+    ]
+
+
+def _request_times(r: Request) -> dict[str, Any]:
+    def seconds(a, b):
+        return (b - a).total_seconds() if a is not None and b is not None else None
+
+    return {"seq": r.seq, "id": r.id, "kind": r.kind, "target": _target_text(r.target), "status": r.status,
+            "version": r.result_version, "attempt": r.attempt, "received_at": r.received_at,
+            "started_at": r.started_at, "finished_at": r.finished_at,
+            "wait_s": seconds(r.received_at, r.started_at), "step_s": r.step_seconds,
+            "total_s": seconds(r.received_at, r.finished_at)}
+
+
+def _time_summary(requests: list[Request]) -> list[dict[str, Any]]:
+    out = []
+    for kind in ("learn", "forget"):
+        done = [_request_times(r) for r in requests if r.kind == kind and r.status == APPLIED]
+        steps = [d["step_s"] for d in done if d["step_s"] is not None]
+        totals = [d["total_s"] for d in done if d["total_s"] is not None]
+        out.append({
+            "kind": kind,
+            "applied": len(done),
+            "step_s_mean": statistics.fmean(steps) if steps else None,
+            "step_s_max": max(steps) if steps else None,
+            "total_s_median": statistics.median(totals) if totals else None,
+            "total_s_max": max(totals) if totals else None,
+        })
+    return out
+
+
+def _target_text(target: dict[str, Any]) -> str:
+    if "task" in target:
+        return f"task {target['task']}"
+    if "subject_hash" in target:
+        return f"subject {target['subject_hash'][:12]}"
+    if "samples" in target:
+        return f"{len(target['samples'])} samples"
+    return json.dumps(target, sort_keys=True)
+
+
+# ---- plots ---------------------------------------------------------------------------------
+
+
+def timeline_png(data: dict[str, Any]) -> bytes:
+    """Every task's accuracy after every step; learns and forgets marked, findings circled."""
+    from matplotlib.figure import Figure
+
+    tl = data["timeline"]
+    fig = Figure(figsize=(10, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    versions = np.array(tl["versions"], dtype=float)
+    acc = np.asarray(tl["accuracy"], dtype=float)
+    if len(versions) == 0:
+        ax.text(0.5, 0.5, "no applied steps yet", ha="center", va="center", transform=ax.transAxes)
+    for v, kind in zip(versions, tl["kinds"]):
+        ax.axvline(v, color="tab:green" if kind == "learn" else "tab:red", alpha=0.25,
+                   linestyle="-" if kind == "learn" else "--", linewidth=1.5)
+    for k, task in enumerate(tl["tasks"]):
+        roles = [row[k] for row in tl["roles"]]
+        (line,) = ax.plot(versions, acc[:, k], linestyle=":", linewidth=1, marker=".")
+        # solid while the task should be known, dotted while it is forgotten
+        kept = np.where([r == "retained" for r in roles], acc[:, k], np.nan)
+        ax.plot(versions, kept, color=line.get_color(), linewidth=2, label=task)
+    for f in data["findings"]:
+        ax.plot([f["version"]], [f["accuracy"]], marker="o", markersize=14, markerfacecolor="none",
+                markeredgecolor="red", markeredgewidth=2)
+        ax.annotate(f"relapse {f['task']}", (f["version"], f["accuracy"]), textcoords="offset points",
+                    xytext=(6, -14), color="red", fontsize=8)
+    ax.plot([], [], color="tab:green", alpha=0.4, label="learn step")
+    ax.plot([], [], color="tab:red", alpha=0.4, linestyle="--", label="forget step")
+    ax.plot([], [], marker="o", markerfacecolor="none", markeredgecolor="red", linestyle="", label="relapse finding")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("model version (one per applied request)")
+    ax.set_ylabel("probe accuracy")
+    ax.set_title(f"{data['model']['name']}: accuracy of every task after every step (dotted: forgotten)")
+    if len(versions):
+        ax.set_xticks(versions)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def matrix_png(data: dict[str, Any]) -> bytes | None:
+    """Heat map of the accuracy matrix over retained tasks; None when there is nothing to show."""
+    from matplotlib.figure import Figure
+
+    section = data["retained"]
+    acc = np.asarray(section["accuracy"], dtype=float)
+    if acc.size == 0:
+        return None
+    rows, cols = acc.shape
+    fig = Figure(figsize=(min(2 + 0.9 * cols, 12), min(1.5 + 0.35 * rows, 12)), dpi=100)
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(acc), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    if rows * cols <= 400:
+        for i in range(rows):
+            for k in range(cols):
+                if not math.isnan(acc[i, k]):
+                    ax.text(k, i, f"{acc[i, k]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if acc[i, k] < 0.6 else "black")
+    ax.set_xticks(range(cols), section["tasks"], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), [f"v{v}" for v in section["versions"]], fontsize=8)
+    ax.set_xlabel("retained task")
+    ax.set_ylabel("after version")
+    fig.colorbar(image, ax=ax, label="accuracy")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    # a canvas of its own: no pyplot, no global backend switch, safe in the service's threads
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# ---- HTML ----------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+tr.relapsed td { background: #fde2e2; } tr.overdue td { background: #fff0c2; }
+.flag { color: #b00; font-weight: bold; } .muted { color: #777; }
+img { max-width: 100%; border: 1px solid #eee; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dt { font-weight: bold; }
+"""
+
+# Lets a headless browser (and a curious reader) see that every plot decoded.
+_SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.querySelectorAll("img.plot"), ok = 0;
+  imgs.forEach(function (img) { if (img.complete && img.naturalWidth > 0) { ok += 1; } });
+  document.body.setAttribute("data-plots", String(imgs.length));
+  document.body.setAttribute("data-plots-loaded", String(ok));
+});
+"""
+
+
+def render_html(data: dict[str, Any]) -> str:
+    m = data["model"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Relapse report: {_e(m['name'])}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Relapse report: {_e(m['name'])}</h1>",
+        "<dl>",
+        f"<dt>generated</dt><dd>{_e(_time(data['generated_at']))}</dd>",
+        f"<dt>strategy</dt><dd>{_e(m['strategy'])} ({_e(m['exactness'])}; forgets by {_e(m['forget_unit'])}; "
+        f"needs {_e(m['forget_needs'])} to forget)</dd>",
+        f"<dt>latest version</dt><dd>{_e(m['latest_version'] if m['latest_version'] is not None else 'none')}</dd>",
+        f"<dt>relapse threshold</dt><dd>{_pct(m['relapse_threshold'])}</dd>",
+        f"<dt>relapse findings</dt><dd>{len(data['findings'])}</dd>",
+        "</dl>",
+        "<h2>Timeline</h2>",
+        _img(timeline_png(data), "accuracy of every task after every step", "timeline"),
+    ]
+    parts += _retained_html(data)
+    parts += _forgotten_html(data)
+    parts += _findings_html(data)
+    parts += _open_html(data)
+    parts += _unapplied_html(data)
+    parts += _requests_html(data)
+    parts.append(f"<script>{_SCRIPT}</script></body></html>")
+    return "\n".join(parts)
+
+
+def _retained_html(data) -> list[str]:
+    sec = data["retained"]
+    out = ["<h2>Retained tasks: accuracy matrix</h2>",
+           "<p>Over tasks that should still be known. Forgetting is Avalanche's: accuracy right after the task "
+           "was last trained minus the latest accuracy (BWT is its negative); a task forgotten on purpose is "
+           "not counted.</p>",
+           '<table id="summary"><tr><th>average accuracy</th><th>forgetting</th><th>BWT</th></tr>',
+           f"<tr><td>{_pct(sec['average_accuracy'])}</td><td>{_pts(sec['stream_forgetting'])}</td>"
+           f"<td>{_pts(sec['bwt'])}</td></tr></table>"]
+    png = matrix_png(data)
+    if png is None:
+        out.append('<p class="muted">No retained task has been evaluated yet.</p>')
+        return out
+    out.append(_img(png, "accuracy matrix over retained tasks", "matrix"))
+    head = "".join(f"<th>{_e(t)}</th>" for t in sec["tasks"])
+    out.append(f'<table id="matrix"><tr><th>version</th>{head}</tr>')
+    for v, row in zip(sec["versions"], np.asarray(sec["accuracy"], dtype=float)):
+        out.append(f"<tr><td>v{v}</td>" + "".join(f"<td>{_pct(a)}</td>" for a in row) + "</tr>")
+    out.append("<tr><th>learned at</th>" + "".join(
+        f"<td>{'v' + str(v) if v is not None else '—'}</td>" for v in sec["learned_at_version"]) + "</tr>")
+    out.append("<tr><th>forgetting</th>" + "".join(f"<td>{_pts(f)}</td>" for f in sec["forgetting"]) + "</tr>")
+    out.append("</table>")
+    return out
+
+
+def _forgotten_html(data) -> list[str]:
+    out = ["<h2>Forgotten tasks and subjects</h2>",
+           "<p>Relapse is one-sided: <code>max(0, acc − max(acc at forget, chance))</code>. The paper's "
+           "number is <code>|acc now − acc at forget|</code>. Spill is the summed |Δ accuracy| of the tasks "
+           "retained across that forget.</p>"]
+    rows = data["forgotten"]
+    out.append('<table id="relapse"><tr><th>unit</th><th>target</th><th>forgotten at</th><th>accuracy now</th>'
+               "<th>at forget</th><th>peak since</th><th>chance</th><th>relapse now</th><th>relapse (paper)</th>"
+               "<th>findings</th><th>relapsed</th><th>spill of that forget</th><th>request</th></tr>")
+    if not rows:
+        out.append('<tr><td class="text muted" colspan="13">nothing has been forgotten</td></tr>')
+    for r in rows:
+        flag = '<span class="flag">RELAPSED</span>' if r["relapsed"] else "no"
+        out.append(
+            f'<tr class="{"relapsed" if r["relapsed"] else ""}" data-target="{_e(r["target"])}">'
+            f'<td class="text">{_e(r["unit"])}</td><td class="text">{_e(r["target"])}</td>'
+            f"<td>v{r['forgotten_at_version']}</td><td>{_pct(r['fa_now'])}</td><td>{_pct(r['fa_at_forget'])}</td>"
+            f"<td>{_pct(r['peak_since_forget'])}</td><td>{_pct(r['chance'])}</td><td>{_pts(r['relapse_now'])}</td>"
+            f"<td>{_pts(r['relapse_paper'])}</td><td>{r['findings']}</td><td>{flag}</td><td>{_pts(r['spill'])}</td>"
+            f'<td class="text">{_e(_short(r["request_id"]))}</td></tr>')
+    out.append("</table>")
+    return out
+
+
+def _findings_html(data) -> list[str]:
+    out = ["<h2>Relapse findings</h2>",
+           '<table id="findings"><tr><th>version</th><th>task</th><th>forgotten at</th><th>accuracy</th>'
+           "<th>at forget</th><th>chance</th><th>relapse</th><th>threshold</th><th>recorded</th></tr>"]
+    if not data["findings"]:
+        out.append('<tr><td class="text muted" colspan="9">none</td></tr>')
+    for f in data["findings"]:
+        out.append(f'<tr class="relapsed"><td>v{f["version"]}</td><td class="text">{_e(f["task"])}</td>'
+                   f"<td>v{f['forgotten_at_version']}</td><td>{_pct(f['accuracy'])}</td>"
+                   f"<td>{_pct(f['acc_at_forget'])}</td><td>{_pct(f['chance'])}</td><td>{_pts(f['relapse'])}</td>"
+                   f"<td>{_pts(f['threshold'])}</td><td>{_e(_time(f['created_at']))}</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _open_html(data) -> list[str]:
+    out = ["<h2>Open requests (oldest first)</h2>",
+           '<table id="open"><tr><th>received</th><th>age</th><th>due</th><th>kind</th><th>target</th>'
+           "<th>status</th><th>request</th></tr>"]
+    if not data["open_requests"]:
+        out.append('<tr><td class="text muted" colspan="7">the queue is empty</td></tr>')
+    for r in data["open_requests"]:
+        due = _time(r["due_at"]) + (' <span class="flag">OVERDUE</span>' if r["overdue"] else "")
+        out.append(f'<tr class="{"overdue" if r["overdue"] else ""}"><td>{_e(_time(r["received_at"]))}</td>'
+                   f"<td>{_e(_duration(r['age_s']))}</td><td>{due}</td><td class=\"text\">{_e(r['kind'])}</td>"
+                   f'<td class="text">{_e(r["target"])}</td><td class="text">{_e(r["status"])}</td>'
+                   f'<td class="text">{_e(_short(r["id"]))}</td></tr>')
+    out.append("</table>")
+    return out
+
+
+def _unapplied_html(data) -> list[str]:
+    out = ["<h2>Failed and rejected requests</h2>",
+           '<table id="failed"><tr><th>#</th><th>kind</th><th>target</th><th>status</th><th>attempts</th>'
+           "<th>finished</th><th>error</th></tr>"]
+    if not data["unapplied"]:
+        out.append('<tr><td class="text muted" colspan="7">none</td></tr>')
+    for r in data["unapplied"]:
+        out.append(f"<tr><td>{r['seq']}</td><td class=\"text\">{_e(r['kind'])}</td>"
+                   f'<td class="text">{_e(r["target"])}</td><td class="text">{_e(r["status"])}</td>'
+                   f"<td>{r['attempt']}</td><td>{_e(_time(r['finished_at']))}</td>"
+                   f'<td class="text">{_e(r["error"] or "")}</td></tr>')
+    out.append("</table>")
+    return out
+
+
+def _requests_html(data) -> list[str]:
+    out = ["<h2>Request times</h2>",
+           '<table id="times-summary"><tr><th>kind</th><th>applied</th><th>mean step</th><th>max step</th>'
+           "<th>median received→done</th><th>max received→done</th></tr>"]
+    for s in data["request_summary"]:
+        out.append(f"<tr><td class=\"text\">{s['kind']}</td><td>{s['applied']}</td><td>{_secs(s['step_s_mean'])}</td>"
+                   f"<td>{_secs(s['step_s_max'])}</td><td>{_secs(s['total_s_median'])}</td>"
+                   f"<td>{_secs(s['total_s_max'])}</td></tr>")
+    out.append("</table>")
+    rows = data["requests"]
+    if len(rows) > MAX_REQUEST_ROWS:
+        out.append(f'<p class="muted">The latest {MAX_REQUEST_ROWS} of {len(rows)} requests; the JSON lists '
+                   "them all.</p>")
+        rows = rows[-MAX_REQUEST_ROWS:]
+    out.append('<table id="requests"><tr><th>#</th><th>kind</th><th>target</th><th>status</th><th>version</th>'
+               "<th>received</th><th>queue wait</th><th>step</th><th>received→done</th><th>request</th></tr>")
+    for r in rows:
+        version = f"v{r['version']}" if r["version"] is not None else ""
+        out.append(f"<tr><td>{r['seq']}</td><td class=\"text\">{_e(r['kind'])}</td>"
+                   f'<td class="text">{_e(r["target"])}</td><td class="text">{_e(r["status"])}</td>'
+                   f"<td>{version}</td><td>{_e(_time(r['received_at']))}</td><td>{_secs(r['wait_s'])}</td>"
+                   f"<td>{_secs(r['step_s'])}</td><td>{_secs(r['total_s'])}</td>"
+                   f'<td class="text">{_e(_short(r["id"]))}</td></tr>')
+    out.append("</table>")
+    return out
+
+
+def _img(png: bytes, alt: str, ident: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<img class="plot" id="{ident}-plot" alt="{_e(alt)}" src="{uri}">'
+
+
+# ---- formatting and files ------------------------------------------------------------------
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _pct(x) -> str:
+    return "—" if _missing(x) else f"{100 * float(x):.1f}%"
+
+
+def _pts(x) -> str:
+    """An accuracy difference, in percentage points."""
+    return "—" if _missing(x) else f"{100 * float(x):+.1f} pt"
+
+
+def _secs(x) -> str:
+    return "—" if _missing(x) else f"{x:.3f} s" if x < 60 else _duration(x)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _time(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def _short(request_id: str | None) -> str:
+    return request_id[:8] if request_id else ""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON: NaN becomes null, datetimes ISO 8601, arrays lists."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _file_stem(model: str) -> str:
+    # model names are free text; keep the file name portable
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+    return stem[:100]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
