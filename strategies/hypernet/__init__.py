@@ -1,0 +1,24 @@
+"""``hypernet``: data-free task unlearning with a hypernetwork (after UnCLe).
+
+A hypnettorch hypernetwork generates the weights of a target network from a
+learned per-task embedding. Forgetting a task needs no data: the generated
+weights of that task are pulled towards fresh Gaussian noise while those of
+the remaining tasks are held in place.
+"""
+
+from __future__ import annotations
+
+from strategies.base import Tags
+from strategies.hypernet.config import HypernetConfig
+from strategies.registry import StrategySpec
+
+TAGS = Tags(forget_unit="task", exactness="approximate", forget_needs="nothing", needs_task_id=True)
+
+SPEC = StrategySpec(
+    name="hypernet",
+    config_class=HypernetConfig,
+    tags=TAGS,
+    implementation="strategies.hypernet.model:HypernetStrategy",
+)
+
+__all__ = ["HypernetConfig", "SPEC", "TAGS"]
