@@ -13,6 +13,9 @@ the last step only, so a successful forget never shows up as forgetting.
 Forgetting follows Avalanche (``avalanche.evaluation.functional.forgetting``,
 ``forgetting_to_bwt``): accuracy right after the task was last trained minus
 the latest accuracy, not Chaudhry's best-earlier-accuracy variant.
+A sample or subject forget leaves its task retained, so what it costs that
+task counts as forgetting (and as spill): no probe set says which part of the
+drop was meant.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def write_report(lc: Lifecycle, model: str, out_dir: str | os.PathLike, now: dt.
     out.mkdir(parents=True, exist_ok=True)
     stem = _file_stem(model)
     paths = ReportPaths(out / f"{stem}.html", out / f"{stem}.json")
-    _write_atomically(paths.json, json.dumps(_jsonable(data), indent=2, allow_nan=False))
+    _write_atomically(paths.json, json.dumps(jsonable(data), indent=2, allow_nan=False))
     _write_atomically(paths.html, render_html(data))
     return paths
 
@@ -281,7 +281,7 @@ def timeline_png(data: dict[str, Any]) -> bytes:
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
 def matrix_png(data: dict[str, Any]) -> bytes | None:
@@ -308,10 +308,11 @@ def matrix_png(data: dict[str, Any]) -> bytes | None:
     ax.set_ylabel("after version")
     fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
-    return _png(fig)
+    return figure_png(fig)
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """PNG bytes of a matplotlib Figure, drawn with the Agg backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     # a canvas of its own: no pyplot, no global backend switch, safe in the service's threads
@@ -547,14 +548,14 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON: NaN becomes null, datetimes ISO 8601, arrays lists."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(value) else float(value)
     if isinstance(value, np.integer):

@@ -103,9 +103,13 @@ class Worker:
 
     def _heartbeat(self, claim: Claim, stop: threading.Event) -> None:
         while not stop.wait(self.lease_seconds / 3):
-            if not self.ledger.renew(claim, self.lease_seconds):
-                log.warning("request %s: lease could not be renewed", claim.request.id)
-                return
+            try:
+                if not self.ledger.renew(claim, self.lease_seconds):
+                    log.warning("lease taken over; the step's commit will be refused",
+                                extra={"request_id": claim.request.id})
+                    return
+            except Exception as exc:  # the database may be restarting: keep trying until the step ends
+                log.warning("could not renew the lease: %s", exc, extra={"request_id": claim.request.id})
 
     # ---- one step ------------------------------------------------------------
 
