@@ -105,6 +105,26 @@ class Strategy(abc.ABC):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore a state produced by ``state_dict`` of an equal config."""
 
+    def scores(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
+        """Per-class scores (n, n_classes) whose argmax is the prediction.
+
+        Optional: membership-inference checks use it for a margin attack and
+        fall back to correctness when a strategy raises NotImplementedError.
+        """
+        raise NotImplementedError(f"{type(self).__name__} offers no class scores")
+
+    def verify_forgotten(self, sample_ids: frozenset[str]) -> dict[str, Any] | None:
+        """A provenance check after a forget: proof that no part of the state
+        still in use was trained on any of ``sample_ids`` (every forgotten
+        sample of the model so far). Strategies without provenance return None.
+        The result goes into the step's certificate.
+        """
+        return None
+
+    def certificate_notes(self) -> list[str]:
+        """Plain statements a deletion certificate must carry about this strategy's state."""
+        return []
+
     @property
     def is_fitted(self) -> bool:
         """True once the strategy holds state (after a learn or a load)."""

@@ -95,14 +95,17 @@ class AnalyticStrategy(Strategy):
         self._n_samples -= n
 
     def predict(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
+        return np.argmax(self.scores(X, task), axis=1).astype(np.int64)
+
+    def scores(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
         # The head is class-incremental over all classes, so ``task`` is not needed.
         self._require_fitted()
         X = self._inputs(X, "predict")
-        labels = np.empty(len(X), dtype=np.int64)
+        out = np.empty((len(X), self.n_classes), dtype=np.float64)
         for start in range(0, len(X), _PREDICT_CHUNK):
             stop = start + _PREDICT_CHUNK
-            labels[start:stop] = np.argmax(self._phi(X[start:stop]) @ self._W, axis=1)
-        return labels
+            out[start:stop] = self._phi(X[start:stop]) @ self._W
+        return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
         # R and W are left out: both follow from A and C, and R alone would

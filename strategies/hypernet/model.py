@@ -158,20 +158,23 @@ class HypernetStrategy(Strategy):
         self._n_ops += 1
 
     def predict(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
+        return np.argmax(self.scores(X, task), axis=1).astype(np.int64)
+
+    def scores(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
+        """Logits of the task's generated network; classes outside the task score -inf."""
         if task is None:
             raise ValueError("hypernet generates a network per task: predict needs task= (the task id)")
         index = self._index_of(task)
         X = self._inputs(X, "predict")
-        heads = np.flatnonzero(self._classes[index])
-        heads_t = torch.as_tensor(heads, device=self._device)
-        labels = np.empty(len(X), dtype=np.int64)
+        heads = torch.as_tensor(np.flatnonzero(self._classes[index]), device=self._device)
+        out = np.full((len(X), self.n_classes), -np.inf, dtype=np.float64)
         with torch.no_grad():
             weights = self._hnet(cond_input=self._embeddings[index][None])
             for start in range(0, len(X), _PREDICT_CHUNK):
                 chunk = torch.as_tensor(X[start:start + _PREDICT_CHUNK], device=self._device)
-                logits = self._mnet(chunk, weights=weights)[:, heads_t]
-                labels[start:start + len(chunk)] = heads[logits.argmax(dim=1).cpu().numpy()]
-        return labels
+                logits = self._mnet(chunk, weights=weights)[:, heads]
+                out[start:start + len(chunk), heads.cpu().numpy()] = logits.double().cpu().numpy()
+        return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
         self._require_fitted()

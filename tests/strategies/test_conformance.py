@@ -189,3 +189,26 @@ def test_forgetting_a_task_removes_it_and_spares_the_rest(spec, tasks):
     for name in tasks:
         if name != FORGOTTEN:
             assert after[name] >= 0.8 * before[name], (name, before, after)
+
+
+def test_scores_agree_with_predictions(spec, tasks):
+    strategy = build(spec)
+    learn_all(strategy, tasks)
+    for task in tasks.values():
+        name = task.name if strategy.tags.needs_task_id else None
+        try:
+            scores = strategy.scores(task.X_test, task=name)
+        except NotImplementedError:
+            pytest.skip(f"{spec.name} offers no scores")
+        assert scores.shape == (len(task.X_test), N_CLASSES)
+        np.testing.assert_array_equal(np.argmax(scores, axis=1), predict(strategy, task.X_test, task.name))
+
+
+def test_verification_hooks_return_plain_data(spec, tasks):
+    strategy = build(spec)
+    learn_all(strategy, tasks)
+    strategy.forget(forget_set(strategy, tasks[FORGOTTEN]))
+    proof = strategy.verify_forgotten(frozenset(tasks[FORGOTTEN].sample_ids))
+    assert proof is None or (isinstance(proof, dict) and proof.get("passed") is True), proof
+    notes = strategy.certificate_notes()
+    assert isinstance(notes, list) and all(isinstance(n, str) and n for n in notes)
