@@ -22,6 +22,9 @@ def build(
     applied_at: str,
     data_touched: str,
     audit_anchor: tuple[int, str | None],
+    membership: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     req = claim.request
     retained = [e for e in evaluations if e.role == "retained"]
@@ -56,7 +59,12 @@ def build(
             "retained_tasks": [{"task": e.task, "accuracy": e.accuracy} for e in retained],
             "relapse_findings": findings,
             "relapse_status": "relapse" if findings else "clear",
+            # attack AUC of the forgotten samples against unseen ones of their
+            # classes, measured before the purge: 0.5 is no signal
+            "membership_inference": membership,
+            "provenance": provenance,
         },
+        "notes": list(notes or []),
         "applied_at": applied_at,
         # the audit chain as it stood when this step began: rewriting earlier
         # history would no longer match a certificate signed before it

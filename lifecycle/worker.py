@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 import strategies
-from lifecycle import arrays, certificates
+from lifecycle import arrays, certificates, mia
 from lifecycle import relapse as relapse_check
 from lifecycle.api import Lifecycle
 from store.artifacts import ArtifactStore
@@ -28,6 +28,8 @@ from store.ledger import utcnow
 from store.records import FAILED, REJECTED, Claim, Evaluation, Model, ModelVersion, Request, Sample, StepOutcome, Task
 
 log = logging.getLogger("lifecycle.worker")
+
+MIA_MAX_MEMBERS = 2000  # enough for a stable AUC; bounds the cost on huge forgets
 
 
 class Rejected(Exception):
@@ -124,10 +126,13 @@ class Worker:
             strategy = self._strategy(model, base)
             tasks = {t.name: t for t in self.ledger.tasks(model.id)}
             started = time.perf_counter()
+            forgotten, forgotten_data = [], None
             if req.kind == "learn":
-                task_states, forgotten_now, removed = self._learn(claim, strategy, tasks), {}, []
+                task_states, forgotten_now = self._learn(claim, strategy, tasks), set()
             else:
-                task_states, forgotten_now, removed = self._forget(claim, strategy, spec.tags, tasks)
+                forgotten, forgotten_data = self._forget(claim, strategy, spec.tags, tasks)
+                task = req.target.get("task")
+                task_states, forgotten_now = {}, ({task} if task is not None else set())
             step_seconds = time.perf_counter() - started
         except Rejected as exc:
             self._cache.pop(model.id, None)
@@ -141,15 +146,20 @@ class Worker:
             return
 
         evaluations, findings = self._verify(model, spec.tags, strategy, tasks, task_states, forgotten_now)
+        removed = [s.sample_id for s in forgotten]
         digest = self.lc.artifacts.put(arrays.pack(strategy.state_dict()))
         cert = None
         if req.kind == "forget":
+            provenance = strategy.verify_forgotten(self.ledger.tombstone_ids(model.id) | frozenset(removed))
             cert = self.lc.signer.sign(certificates.build(
                 claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
                 findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=utcnow().isoformat(),
                 data_touched={"nothing": "none", "forget data": "the forgotten samples' stored data only",
                               "ids only": "the forgotten samples' ids only"}[spec.tags.forget_needs],
                 audit_anchor=self.ledger.audit_head(model.id),
+                membership=self._membership(model, spec.tags, strategy, tasks, forgotten, forgotten_data),
+                provenance=provenance,
+                notes=strategy.certificate_notes(),
             ))
         outcome = StepOutcome(
             artifact_digest=digest,
@@ -190,25 +200,27 @@ class Worker:
         return {name: "relearned" if state in ("forgotten", "relearned") else "learned"}
 
     def _forget(self, claim: Claim, strategy, tags, tasks: dict[str, Task]):
+        """Apply a forget; returns the samples removed and their data when it was loaded."""
         target = claim.request.target
         task = target.get("task")
         if task is not None and tasks[task].state not in ("learned", "relearned"):
             raise Rejected(f"task {task!r} is {tasks[task].state}: there is nothing learned to forget")
         for attempt in range(3):
             samples = self.ledger.resolve_forget(claim.model.id, target)
-            X = y = None
+            data = None
             if tags.forget_needs != "forget data" or not samples:
                 break
             try:
-                X, y = self._sample_data(samples)
+                data = self._sample_data(samples)
                 break
             except ArtifactMissing:
                 # another worker's purge just rewrote a blob these samples lived in: read the pointers again
                 if attempt == 2:
                     raise
-        ids = [s.sample_id for s in samples]
-        strategy.forget(strategies.ForgetSet(tuple(ids), task=task, X=X, y=y, tasks=tuple(s.task for s in samples)))
-        return {}, ({task} if task is not None else set()), ids
+        X, y = data if data is not None else (None, None)
+        strategy.forget(strategies.ForgetSet(tuple(s.sample_id for s in samples), task=task, X=X, y=y,
+                                             tasks=tuple(s.task for s in samples)))
+        return samples, data
 
     def _sample_data(self, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
         by_blob: dict[str, list[int]] = defaultdict(list)
@@ -244,6 +256,36 @@ class Worker:
                 watch.append(relapse_check.Forgotten(name, task.forgotten_at_version, task.acc_at_forget,
                                                      task.peak_since_forget or task.acc_at_forget, acc, c))
         return evaluations, relapse_check.findings(watch, model.relapse_threshold)
+
+    def _membership(self, model, tags, strategy, tasks, forgotten: list[Sample], data) -> dict | None:
+        """Membership-inference AUC of the forgotten samples against unseen probe samples of their classes.
+
+        Runs before the purge, on data the ledger still holds, whatever the
+        strategy itself needed to forget. A failure here is recorded, not raised:
+        the step has been applied and must still commit.
+        """
+        if not forgotten:
+            return None
+        try:
+            X, y = data if data is not None else self._sample_data(forgotten)
+            if len(y) > MIA_MAX_MEMBERS:
+                keep = np.random.default_rng(0).choice(len(y), MIA_MAX_MEMBERS, replace=False)
+                X, y = X[keep], y[keep]
+            labels = np.unique(y)
+            probes = [self._probe(tasks[t].probe_digest) for t in sorted({s.task for s in forgotten})
+                      if tasks[t].probe_digest is not None]
+            Xn = np.concatenate([p[0][np.isin(p[1], labels)] for p in probes]) if probes else X[:0]
+            yn = np.concatenate([p[1][np.isin(p[1], labels)] for p in probes]) if probes else y[:0]
+            if len(yn) == 0:
+                return {"skipped": "no unseen probe samples of the forgotten classes"}
+            task_ids = {s.task for s in forgotten}
+            task = next(iter(task_ids)) if tags.needs_task_id and len(task_ids) == 1 else None
+            result = mia.membership_auc(strategy, (X, y), (Xn, yn), task=task)
+        except Exception as exc:
+            log.warning("membership inference failed: %s", exc, extra={"model": model.name})
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"auc": result.auc, "attack": result.score, "members": result.n_members,
+                "nonmembers": result.n_nonmembers}
 
     def _probe(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
         if digest not in self._probes:

@@ -205,6 +205,11 @@ class Ledger:
                 found.update(s.scalars(q))
         return found
 
+    def tombstone_ids(self, model_id: int) -> frozenset[str]:
+        """Every sample id the model has forgotten so far."""
+        with self._begin() as s:
+            return frozenset(s.scalars(select(TombstoneRow.sample_id).where(TombstoneRow.model_id == model_id)))
+
     def subject_counts(self, model_id: int, subject_hash: str) -> dict[str, int]:
         """How many of a subject's samples are pending, active or tombstoned."""
         with self._begin() as s:

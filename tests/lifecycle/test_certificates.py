@@ -42,6 +42,20 @@ def test_certificate_carries_the_verification_and_verifies(applied_forget, signi
     assert body["audit_anchor"]["seq"] > 0
 
 
+def test_certificate_records_membership_inference_before_the_purge(applied_forget, signing_key):
+    _, lc, req = applied_forget
+    body = verify(lc.certificate(req.id), Signer(signing_key).public_pem())
+    attack = body["verification"]["membership_inference"]
+    # the attack ran on alice's samples, whose data is gone now
+    assert attack["members"] == body["removed"]["count"] and attack["nonmembers"] > 0
+    assert attack["attack"] == "margin"
+    # exact removal: alice's samples look like unseen ones to the attack
+    assert abs(attack["auc"] - 0.5) < 0.15, attack
+    assert not lc.ledger.forgotten_with_data(lc.model("digits").id)
+    # analytic keeps no per-sample provenance and has nothing to declare
+    assert body["verification"]["provenance"] is None and body["notes"] == []
+
+
 def test_cli_show_and_offline_verify_and_tampering(applied_forget, tmp_path):
     url, lc, req = applied_forget
     cert_file, key_file = tmp_path / "cert.json", tmp_path / "pub.pem"
