@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench postgres clean
+.PHONY: demo test test-all bench postgres chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,13 @@ demo: $(STAMP)
 postgres:
 	@bash scripts/ensure-postgres.sh
 
-test: $(STAMP) postgres
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+test: $(STAMP) postgres chromium
 	$(VENV)/bin/pytest -q
 
-test-all: $(STAMP) postgres
+test-all: $(STAMP) postgres chromium
 	$(VENV)/bin/pytest -q -m ''
 
 bench: $(STAMP)

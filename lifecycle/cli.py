@@ -121,7 +121,12 @@ def serve(
     max_attempts: int = typer.Option(5, help="Lease expiries after which a request is failed."),
     summary_interval: float = typer.Option(300.0, help="Seconds between relapse summaries."),
     grace_seconds: float = typer.Option(30.0, help="On SIGTERM, how long the current step may finish."),
-    reports: Optional[str] = typer.Option(None, help="Folder for relapse-summary.json."),
+    reports: Optional[str] = typer.Option(None, help="Folder for relapse-summary.json and the periodic "
+                                                     "relapse reports (one subfolder per model)."),
+    report_interval: float = typer.Option(3600.0, help="Seconds between relapse reports (with --reports)."),
+    report_cron: Optional[str] = typer.Option(None, help="Crontab expression (UTC) for relapse reports, e.g. "
+                                                         "'0 6 * * *'; overrides --report-interval."),
+    keep_reports: int = typer.Option(10, help="Reports kept per model; older ones are deleted."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics and /healthz on this port."),
     metrics_host: str = typer.Option("127.0.0.1", help="Address for the metrics endpoint."),
     log_level: str = typer.Option("INFO", help="Logging level."),
@@ -135,7 +140,8 @@ def serve(
     configure_logging(log_level, log_format)
     service = Service(_connect(db, artifacts), interval=interval, lease_seconds=lease_seconds,
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
-                      reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host)
+                      reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
+                      report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports)
     raise typer.Exit(service.run())
 
 
@@ -259,6 +265,44 @@ def relapse(model: Optional[str] = typer.Option(None, help="Only this model."),
                           "" if t["chance"] is None else f"{t['chance']:.3f}",
                           f"{t['peak_since_forget']:.3f}", "YES" if t["relapsed"] else "no")
         console.print(table)
+
+
+@app.command()
+def report(model: str = typer.Option(..., help="Model name."),
+           out: Path = typer.Option(Path("reports"), help="Folder for <model>.html and <model>.json."),
+           db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt):
+    """Write the relapse report of a model: a self-contained HTML page and the same numbers as JSON."""
+    from lifecycle.report import write_report
+
+    paths = write_report(_connect(db, artifacts), model, out)
+    console.print(f"report written: {paths.html} and {paths.json}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def bench(
+    stream: str = typer.Option("split-digits", help="split-digits or permuted-mnist5k."),
+    sequence: str = typer.Option("L0 L1 L2 U1 L3 U0 L4", help="Ln learns task n, Un forgets it."),
+    strategies: str = typer.Option("all", help="Comma-separated registered strategies, or 'all'."),
+    baselines: str = typer.Option("naive,ewc,replay,lwf", help="Comma-separated Avalanche baselines ('' for none)."),
+    out: Path = typer.Option(Path("bench-out"), help="Folder for bench.md, bench.json and bench.png."),
+    seeds: int = typer.Option(1, help="Seeds to average over."),
+    quick: bool = typer.Option(False, help="Small settings (smoke runs and CI)."),
+    threads: int = typer.Option(1, help="Torch/BLAS threads while the bench runs (0: leave as is)."),
+):
+    """Run one request sequence through every strategy (real ledger and worker), the Avalanche
+    baselines and a retrain-from-scratch reference; print and write the comparison."""
+    from lifecycle.bench import run_bench
+
+    def names(text: str) -> list[str]:
+        return [n.strip() for n in text.split(",") if n.strip()]
+
+    try:
+        result = run_bench(stream, sequence, "all" if strategies == "all" else names(strategies), out, seeds, quick,
+                           baselines=names(baselines), threads=threads or None, console=console)
+    except (ValueError, KeyError) as exc:  # unknown stream, strategy or baseline, bad sequence: say which
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"written: {result.markdown_path}, {result.json_path}, {result.png_path}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

@@ -48,7 +48,7 @@ def write_report(lc: Lifecycle, model: str, out_dir: str | os.PathLike, now: dt.
     data = build_report(lc, model, now)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = _file_stem(model)
+    stem = file_stem(model)
     paths = ReportPaths(out / f"{stem}.html", out / f"{stem}.json")
     _write_atomically(paths.json, json.dumps(jsonable(data), indent=2, allow_nan=False))
     _write_atomically(paths.html, render_html(data))
@@ -567,7 +567,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _file_stem(model: str) -> str:
+def file_stem(model: str) -> str:
     # model names are free text; keep the file name portable
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
     return stem[:100]

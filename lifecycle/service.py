@@ -1,23 +1,30 @@
 """`lifecycle serve`: a long-running worker driven by APScheduler 3.
 
 The ledger is the durable state; the scheduler only fires idempotent ticks
-(drain the queue, re-queue expired leases, write the relapse summary), so an
-in-memory job store recreated at start is enough.
+(drain the queue, re-queue expired leases, write the relapse summary and the
+relapse reports), so an in-memory job store recreated at start is enough.
+Jobs run in the scheduler's thread pool: a report being drawn never holds up
+the drain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.api import Lifecycle
+from lifecycle.errors import InvalidConfig
 from lifecycle.summary import relapse_summary
 from lifecycle.telemetry import Telemetry
 from lifecycle.worker import Worker
@@ -40,9 +47,17 @@ class Service:
         owner: str | None = None,
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        report_interval: float = 3600.0,
+        report_cron: str | None = None,
+        keep_reports: int = 10,
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
-            raise ValueError("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
+            raise InvalidConfig("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
+        if report_interval <= 0 or keep_reports < 1:
+            raise InvalidConfig(f"report_interval must be positive and keep_reports at least 1, "
+                                f"not {report_interval} and {keep_reports}")
+        self.report_trigger = _report_trigger(report_interval, report_cron)
+        self.keep_reports = keep_reports
         self.lc = lc
         self.interval = interval
         self.summary_interval = summary_interval
@@ -81,6 +96,35 @@ class Service:
             os.replace(tmp, self.reports_dir / "relapse-summary.json")
         return summary
 
+    def write_reports(self) -> list:
+        """Write every model's relapse report into ``<reports>/<model>/<time>/``,
+        record it in the ledger, and keep only the latest ``keep_reports`` per model.
+
+        A report that fails is logged and skipped: reports never stop the service.
+        """
+        from lifecycle.report import file_stem, write_report
+        from store.ledger import utcnow
+
+        written = []
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")
+        for m in self.lc.ledger.models():
+            try:
+                latest = self.lc.ledger.latest_version(m.id)
+                folder = self.reports_dir / file_stem(m.name) / stamp
+                paths = write_report(self.lc, m.name, folder)
+                written.append(self.lc.ledger.record_report(
+                    m.id, latest.version if latest else 0, str(paths.html), _sha256(paths.html), _sha256(paths.json)))
+                self._prune_reports(folder.parent)
+                log.info("relapse report for %s written to %s", m.name, paths.html)
+            except Exception:
+                log.exception("could not write the relapse report of %s", m.name)
+        return written
+
+    def _prune_reports(self, model_folder: Path) -> None:
+        runs = sorted(p for p in model_folder.iterdir() if p.is_dir())
+        for old in runs[:-self.keep_reports]:
+            shutil.rmtree(old, ignore_errors=True)
+
     def _start_telemetry(self) -> None:
         if self.metrics_port is None:
             return
@@ -94,6 +138,8 @@ class Service:
         scheduler.add_job(self.requeue, "interval", seconds=max(1.0, self.worker.lease_seconds / 4), id="requeue",
                           next_run_time=_now())
         scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")
+        if self.reports_dir is not None:
+            scheduler.add_job(self.write_reports, self.report_trigger, id="relapse-reports")
         # a tick still running when the next is due is normal (a long step), not news
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
@@ -151,6 +197,20 @@ class Service:
         # the step's thread cannot be interrupted; its late commit would be fenced anyway
         logging.shutdown()
         os._exit(0)
+
+
+def _report_trigger(interval: float, cron: str | None):
+    if cron is None:
+        return IntervalTrigger(seconds=interval)
+    try:
+        return CronTrigger.from_crontab(cron, timezone="UTC")
+    except ValueError as exc:
+        raise InvalidConfig(f"report_cron {cron!r} is not a crontab expression "
+                            f"(minute hour day month weekday, e.g. '0 * * * *'): {exc}") from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _now():

@@ -23,6 +23,7 @@ from store.schema import (
     ModelRow,
     ModelVersionRow,
     RelapseFindingRow,
+    ReportRow,
     RequestRow,
     SampleRow,
     TaskRow,
@@ -99,6 +100,11 @@ def _sample(row: SampleRow, task_name: str) -> rec.Sample:
         data_digest=row.data_digest,
         data_row=row.data_row,
     )
+
+
+def _report(row: ReportRow, model: str) -> rec.Report:
+    return rec.Report(row.id, model, row.model_version, row.written_at, row.html_path, row.html_sha256,
+                      row.json_sha256)
 
 
 def _event(s: Session, model_id: int, request_id: str | None, kind: str, **detail: Any) -> None:
@@ -771,6 +777,24 @@ class Ledger:
                 )
                 for r, tname, mname in s.execute(q)
             ]
+
+    def record_report(self, model_id: int, model_version: int, html_path: str, html_sha256: str,
+                      json_sha256: str) -> rec.Report:
+        with self._begin() as s:
+            row = ReportRow(model_id=model_id, model_version=model_version, written_at=utcnow(),
+                            html_path=html_path, html_sha256=html_sha256, json_sha256=json_sha256)
+            s.add(row)
+            s.flush()
+            _event(s, model_id, None, "report_written", report=row.id, version=model_version,
+                   html_sha256=html_sha256, json_sha256=json_sha256)
+            return _report(row, s.get(ModelRow, model_id).name)
+
+    def reports(self, model_id: int | None = None) -> list[rec.Report]:
+        with self._begin() as s:
+            q = select(ReportRow, ModelRow.name).join(ModelRow, ModelRow.id == ReportRow.model_id)
+            if model_id is not None:
+                q = q.where(ReportRow.model_id == model_id)
+            return [_report(row, name) for row, name in s.execute(q.order_by(ReportRow.id))]
 
     def certificate(self, request_id: str) -> dict[str, Any] | None:
         with self._begin() as s:

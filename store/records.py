@@ -150,3 +150,14 @@ class StepOutcome:
     task_states: dict[str, str] = field(default_factory=dict)
     certificate: dict[str, Any] | None = None
     tasks_forgotten: dict[str, float] = field(default_factory=dict)  # task -> accuracy right after
+
+
+@dataclass(frozen=True)
+class Report:
+    id: int
+    model: str
+    model_version: int
+    written_at: dt.datetime
+    html_path: str
+    html_sha256: str
+    json_sha256: str

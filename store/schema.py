@@ -228,3 +228,18 @@ class EventRow(Base):
     seq: Mapped[int] = mapped_column(Integer)
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ReportRow(Base):
+    """A relapse report the service wrote: where, when, and the digests of its files."""
+
+    __tablename__ = "reports"
+    __table_args__ = (Index("ix_reports_model", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    model_version: Mapped[int] = mapped_column(Integer)
+    written_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    html_path: Mapped[str] = mapped_column(String(1000))
+    html_sha256: Mapped[str] = mapped_column(String(64))
+    json_sha256: Mapped[str] = mapped_column(String(64))
