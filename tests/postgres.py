@@ -53,6 +53,11 @@ class PostgresServer:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         os.chmod(self.dir, 0o700)
         self._run(self.initdb, "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._start_server()
+
+    def _start_server(self) -> None:
+        # -l matters: without a log file the server inherits our stdout pipe and
+        # the call waits for a pipe that the server never closes
         opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c max_connections=200 -c synchronous_commit=off")
         self._run(self.pg_ctl, "-D", self.data, "-l", os.path.join(self.dir, "log"), "-o", opts, "-w", "start")
@@ -64,7 +69,9 @@ class PostgresServer:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def restart(self) -> None:
-        self._run(self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "restart")
+        """Stop the server (fast: connections are cut, transactions roll back) and start it again."""
+        self._run(self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
+        self._start_server()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
