@@ -15,6 +15,8 @@ follow its ledger order.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import random
 import signal
 import subprocess
@@ -30,6 +32,7 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 
 import lifecycle
+from store.records import REJECTED
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,6 +151,53 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
     return _check(lc, phase, submitted, requests, workers, kills, restarts, wall)
 
 
+def _claim_loop(url: str, artifacts: str, results) -> None:
+    """One claimer process: claim and finish at once until the queue is empty."""
+    lc = lifecycle.connect(url, artifacts=artifacts, create=False)
+    owner, n = f"claimer-{os.getpid()}", 0
+    while (claim := lc.ledger.claim(owner, 30.0)) is not None:
+        lc.ledger.finish_unapplied(claim, REJECTED, "claim benchmark")
+        n += 1
+    results.put(n)
+
+
+def claim_capacity(server: PostgresServer, *, requests: int, models: int, workers: int, seed: int = 0,
+                   progress=print) -> tuple[int, float]:
+    """The queue's own ceiling: ``workers`` processes that claim and complete with no strategy step.
+
+    Each claim is the real one (SKIP LOCKED, per-model order, lease, audit
+    event) and each completion the real fenced update; only the step between
+    them is left out. Returns (claims, claims per second).
+    """
+    url = server.new_database()
+    root = Path(tempfile.mkdtemp(prefix="lifecycle-claims-"))
+    lc = lifecycle.connect(url, artifacts=root / "artifacts")
+    rng = np.random.default_rng(seed)
+    probe = (rng.random((4, 4), dtype=np.float32), np.array([0, 1, 0, 1]))
+    names = [f"m{i}" for i in range(models)]
+    for name in names:
+        lc.create_model(name, strategy="analytic", n_features=4, n_classes=2, config={"width": 8})
+    for i in range(requests):
+        name = names[i % models]
+        lc.learn(name, task="t", X=rng.random((1, 4), dtype=np.float32), y=rng.integers(0, 2, 1),
+                 sample_ids=[f"{name}/{i}"], probe=probe)
+        if i % 1000 == 999:
+            progress(f"claims: {i + 1}/{requests} queued")
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_claim_loop, args=(url, str(root / "artifacts"), results)) for _ in range(workers)]
+    started = time.monotonic()
+    for p in procs:
+        p.start()
+    claimed = sum(results.get(timeout=3600) for _ in procs)
+    for p in procs:
+        p.join()
+    # from the first claim to the last completion, as the ledger recorded them
+    events = [e.at for e in lc.ledger.events() if e.kind in ("claimed", REJECTED)]
+    span = (max(events) - min(events)).total_seconds() if events else time.monotonic() - started
+    return claimed, claimed / span
+
+
 def _check(lc, phase, submitted, requests, workers, kills, restarts, wall) -> LoadResult:
     final = {r.id: r for r in lc.requests()}
     lost = sum(1 for rid in submitted if rid not in final or final[rid].status != "applied")
@@ -200,6 +250,8 @@ def main() -> None:
             last[0] = time.monotonic()
 
     try:
+        claims, claims_per_s = claim_capacity(server, requests=args.requests, models=args.models,
+                                              workers=args.workers, progress=progress)
         results = [
             run(server, phase="steady", requests=args.requests, models=args.models, workers=args.workers,
                 lease=args.lease, progress=progress),
@@ -211,6 +263,8 @@ def main() -> None:
     print()
     print(f"queue load on PostgreSQL: {args.requests} requests over {args.models} models, analytic width 8")
     print("targets: >= 500 claims/s with 4 workers; zero lost, duplicated or out of order")
+    print(f"queue ceiling (claim + fenced completion, no step): {claims} claims by {args.workers} processes, "
+          f"{claims_per_s:.1f} claims/s")
     print(table(results))
 
 
