@@ -1,15 +1,18 @@
 """Learn/unlearn strategies. Importing this package registers the built-in ones."""
 
 from strategies.analytic import SPEC as ANALYTIC
-from strategies.base import ForgetSet, Strategy, StrategyConfigError, Tags, TaskData
+from strategies.base import ForgetSet, RetrainPlan, Strategy, StrategyConfigError, Tags, TaskData
 from strategies.hypernet import SPEC as HYPERNET
 from strategies.registry import StrategySpec, UnknownStrategy, get, names, register
+from strategies.s3t import SPEC as S3T
 
 register(ANALYTIC)
 register(HYPERNET)
+register(S3T)
 
 __all__ = [
     "ForgetSet",
+    "RetrainPlan",
     "Strategy",
     "StrategyConfigError",
     "StrategySpec",

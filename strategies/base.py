@@ -69,6 +69,15 @@ class ForgetSet:
     tasks: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RetrainPlan:
+    """A part of a strategy's state that a background job must rebuild from
+    retained samples (e.g. an S3T shard left without a usable sequence)."""
+
+    unit: int
+    sample_ids: tuple[str, ...]
+
+
 class Strategy(abc.ABC):
     """Base class. Subclasses set ``name``, ``config_class`` and ``tags``.
 
@@ -121,9 +130,38 @@ class Strategy(abc.ABC):
         """
         return None
 
+    def retrain_plan(self) -> list[RetrainPlan]:
+        """Parts of the state that need a background retrain (none by default).
+
+        After a forget the worker enqueues a ``retrain`` request for the model
+        when this is not empty; applying that request calls ``retrain`` with
+        each plan's retained samples as the ledger stores them.
+        """
+        return []
+
+    def retrain(self, plan: RetrainPlan, data: TaskData) -> None:
+        """Rebuild ``plan.unit`` from ``data``: exactly ``plan.sample_ids``, all retained."""
+        raise NotImplementedError(f"{type(self).__name__} has nothing to retrain")
+
     def certificate_notes(self) -> list[str]:
         """Plain statements a deletion certificate must carry about this strategy's state."""
         return []
+
+    def gate_weights(self, X: np.ndarray) -> np.ndarray | None:
+        """Per-input weight in [0, 1] of a forget gate, for strategies that forget by
+        inference-time gating (``exactness == "suppression"``); None for the others.
+
+        The worker reads it after each step: the gate's recall on forgotten tasks'
+        probes (share with weight >= 0.5) and its false-activation rate on retained
+        tasks' probes. A forgotten task whose recall falls below
+        ``gate_recall_floor`` is recorded as relapsed: a gate miss.
+        """
+        return None
+
+    @property
+    def gate_recall_floor(self) -> float:
+        """Lowest acceptable gate recall on a forgotten task's probes (see ``gate_weights``)."""
+        return 0.9
 
     @property
     def is_fitted(self) -> bool:
