@@ -453,6 +453,8 @@ def _run_avalanche(name, tasks, ops, seed, settings, reference, step) -> Run:
     snapshots, seconds = [], []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No loggers specified")
+        # avalanche 0.6's own replay plugin calls its deprecated storage-policy API on every step
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="avalanche")
         model = _mlp(n_features, settings, seed)
         learner = _avalanche_strategy(name, model, settings)
         for i, op in enumerate(ops):

@@ -298,7 +298,7 @@ def bench(
 
     try:
         result = run_bench(stream, sequence, "all" if strategies == "all" else names(strategies), out, seeds, quick,
-                           baselines=names(baselines), threads=threads or None, console=console)
+                           baselines=names(baselines), threads=threads or None)
     except (ValueError, KeyError) as exc:  # unknown stream, strategy or baseline, bad sequence: say which
         raise typer.BadParameter(str(exc)) from None
     console.print(f"written: {result.markdown_path}, {result.json_path}, {result.png_path}", highlight=False,
