@@ -129,6 +129,8 @@ class Worker:
             forgotten, forgotten_data = [], None
             if req.kind == "learn":
                 task_states, forgotten_now = self._learn(claim, strategy, tasks), set()
+            elif req.kind == "retrain":
+                task_states, forgotten_now = self._retrain(claim, strategy), set()
             else:
                 forgotten, forgotten_data = self._forget(claim, strategy, spec.tags, tasks)
                 task = req.target.get("task")
@@ -184,6 +186,7 @@ class Worker:
             self.on_step(model.strategy, req.kind, step_seconds)
         if req.kind == "forget":
             self.purge(model)
+            self._schedule_retrain(model, strategy)
 
     def _strategy(self, model: Model, version: ModelVersion | None) -> strategies.Strategy:
         cached = self._cache.get(model.id)
@@ -198,6 +201,38 @@ class Worker:
         strategy.learn(strategies.TaskData(name, data["X"], data["y"], tuple(str(s) for s in data["sample_ids"])))
         state = tasks[name].state
         return {name: "relearned" if state in ("forgotten", "relearned") else "learned"}
+
+    def _retrain(self, claim: Claim, strategy) -> dict[str, str]:
+        """Apply an internal retrain request: rebuild every part the strategy reports
+        as needing it now, from the retained samples' stored data (tombstoned
+        samples are not active, and their data is purged)."""
+        for plan in strategy.retrain_plan():
+            for attempt in range(3):
+                found = self.ledger.samples(claim.model.id, plan.sample_ids)
+                missing = [sid for sid in plan.sample_ids if sid not in found or found[sid].status != "active"]
+                if missing:
+                    raise RuntimeError(f"retrain of unit {plan.unit}: {len(missing)} sample(s) are not active in "
+                                       f"the ledger, e.g. {missing[0]!r}")
+                try:
+                    X, y = self._sample_data([found[sid] for sid in plan.sample_ids]) if plan.sample_ids else (
+                        np.zeros((0, claim.model.n_features), np.float32), np.zeros(0, np.int64))
+                    break
+                except ArtifactMissing:
+                    if attempt == 2:  # a purge rewrote the blob between reading pointers and data
+                        raise
+            strategy.retrain(plan, strategies.TaskData("retrain", X, y, tuple(plan.sample_ids)))
+        return {}
+
+    def _schedule_retrain(self, model: Model, strategy) -> None:
+        """After a forget: enqueue a retrain request when the strategy has parts left unusable."""
+        plans = strategy.retrain_plan()
+        if not plans:
+            return
+        units = [p.unit for p in plans]
+        req = self.ledger.submit_retrain(model.id, units=units,
+                                         reason=f"{model.strategy}: unit(s) {units} need a retrain after a forget")
+        if req is not None:
+            log.info("scheduled retrain %s of unit(s) %s", req.id, units, extra={"model": model.name})
 
     def _forget(self, claim: Claim, strategy, tags, tasks: dict[str, Task]):
         """Apply a forget; returns the samples removed and their data when it was loaded."""

@@ -4,6 +4,8 @@ returns plain dataclasses from ``store.records``."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
@@ -396,6 +398,30 @@ class Ledger:
             s.flush()
             _event(s, model.id, row.id, "submitted", request_kind="forget", target=target, due_at=due_at.isoformat())
             return _request(row, model.name)
+
+    def submit_retrain(self, model_id: int, *, units: Sequence[int], reason: str,
+                       requested_by: str = "lifecycle") -> rec.Request | None:
+        """Enqueue an internal ``retrain`` request (e.g. S3T shards left without
+        a usable sequence), unless one is already queued for the model: that one
+        retrains whatever needs it when it runs. It queues behind the model's
+        other requests, so per-model order, leases and fencing apply to it."""
+        with self._begin() as s:
+            queued = s.scalar(select(RequestRow.id).where(
+                RequestRow.model_id == model_id, RequestRow.kind == "retrain", RequestRow.status == QUEUED))
+            if queued is not None:
+                return None
+            target = {"units": sorted(int(u) for u in units)}
+            row = RequestRow(
+                id=str(uuid.uuid4()), model_id=model_id, kind="retrain", target=target,
+                payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
+                payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
+                received_at=utcnow(), due_at=None, status=QUEUED, attempt=0,
+            )
+            s.add(row)
+            s.flush()
+            _event(s, model_id, row.id, "submitted", request_kind="retrain", target=target, reason=reason)
+            name = s.scalar(select(ModelRow.name).where(ModelRow.id == model_id))
+            return _request(row, name)
 
     def open_forget_of_task(self, model_id: int, task: str) -> str | None:
         """The id of a queued or running forget of ``task``, if any."""
