@@ -239,9 +239,10 @@ class Lifecycle:
         due = validation.due(due_at, received) if due_at is not None else received + dt.timedelta(days=m.forget_due_days)
         spec = strategies.get(m.strategy)
         if given[0] != "task" and spec.tags.forget_unit == "task":
+            why = f" Why: {spec.sample_forget_refusal}." if spec.sample_forget_refusal else ""
             raise UnsupportedForgetUnit(
                 f"model {m.name!r} uses strategy {m.strategy!r}, which forgets whole tasks only; a "
-                f"{given[0]}-level forget cannot be honoured exactly and is not approximated. Forget the "
+                f"{given[0]}-level forget cannot be honoured exactly and is not approximated.{why} Forget the "
                 f"task instead, or use a sample-level strategy ({', '.join(sample_level_strategies())})."
             )
 

@@ -56,3 +56,45 @@ def spill(before: Mapping[str, float], after: Mapping[str, float]) -> float:
 def end_of_run_relapse(acc_end: float, acc_at_forget: float) -> float:
     """UnCLe's paper number for one forgotten task: |acc_end - acc_at_forget|."""
     return abs(acc_end - acc_at_forget)
+
+
+def gate_report(gates: Mapping[str, tuple[str, float]]) -> dict:
+    """Gate figures of a gated (suppression) strategy after a step.
+
+    ``gates`` maps each evaluated task to (role, share of its probes with gate
+    weight >= 0.5): recall for forgotten tasks, false activations for retained ones.
+    """
+    recall = {t: share for t, (role, share) in gates.items() if role == "forgotten"}
+    false_act = {t: share for t, (role, share) in gates.items() if role != "forgotten"}
+    return {
+        "recall": recall,
+        "false_activation": false_act,
+        "min_recall": min(recall.values()) if recall else None,
+        "max_false_activation": max(false_act.values()) if false_act else None,
+    }
+
+
+def gate_misses(tasks: Sequence[Forgotten], gates: Mapping[str, tuple[str, float]], floor: float,
+                already: set[str]) -> list[dict]:
+    """A gate miss is a gated strategy's relapse: the gate opens on fewer than ``floor`` of a
+    forgotten task's probes. Recorded as a finding whose ``relapse`` is the miss rate
+    (1 - recall) and whose ``threshold`` is 1 - floor; tasks in ``already`` have a finding."""
+    out = []
+    for t in tasks:
+        if t.task in already or t.task not in gates:
+            continue
+        recall = gates[t.task][1]
+        if recall < floor:
+            out.append(
+                {
+                    "task": t.task,
+                    "forgotten_at_version": t.forgotten_at_version,
+                    "acc_at_forget": t.acc_at_forget,
+                    "accuracy": t.accuracy,
+                    "chance": t.chance,
+                    "relapse": 1.0 - recall,
+                    "threshold": 1.0 - floor,
+                    "peak_since_forget": max(t.peak_since_forget, t.accuracy),
+                }
+            )
+    return out

@@ -62,6 +62,8 @@ class Worker:
         self.on_step: Callable[[str, str, float], None] | None = None
         self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
         self._probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # gate recall / false activations of the last verified step (gated strategies only)
+        self.last_gate_report: dict | None = None
 
     @property
     def ledger(self):
@@ -275,7 +277,7 @@ class Worker:
 
     def _verify(self, model, tags, strategy, tasks, task_states, forgotten_now):
         """Evaluate every task's probe set and run the relapse check."""
-        evaluations, watch = [], []
+        evaluations, watch, gates = [], [], {}
         for name, task in tasks.items():
             state = task_states.get(name, task.state)
             if name in forgotten_now:
@@ -287,10 +289,18 @@ class Worker:
             role = "forgotten" if state == "forgotten" else "retained"
             c = chance(model, task, tags)
             evaluations.append(Evaluation(0, name, role, acc, c, len(yp)))
+            weights = strategy.gate_weights(Xp)
+            if weights is not None:
+                gates[name] = (role, float(np.mean(np.asarray(weights) >= 0.5)))
             if role == "forgotten" and name not in forgotten_now:
                 watch.append(relapse_check.Forgotten(name, task.forgotten_at_version, task.acc_at_forget,
                                                      task.peak_since_forget or task.acc_at_forget, acc, c))
-        return evaluations, relapse_check.findings(watch, model.relapse_threshold)
+        findings = relapse_check.findings(watch, model.relapse_threshold)
+        self.last_gate_report = relapse_check.gate_report(gates) if gates else None
+        if gates:
+            findings += relapse_check.gate_misses(watch, gates, strategy.gate_recall_floor,
+                                                  {f["task"] for f in findings})
+        return evaluations, findings
 
     def _membership(self, model, tags, strategy, tasks, forgotten: list[Sample], data) -> dict | None:
         """Membership-inference AUC of the forgotten samples against unseen probe samples of their classes.

@@ -3,11 +3,13 @@
 from strategies.analytic import SPEC as ANALYTIC
 from strategies.base import ForgetSet, RetrainPlan, Strategy, StrategyConfigError, Tags, TaskData
 from strategies.hypernet import SPEC as HYPERNET
+from strategies.olora import SPEC as OLORA
 from strategies.registry import StrategySpec, UnknownStrategy, get, names, register
 from strategies.s3t import SPEC as S3T
 
 register(ANALYTIC)
 register(HYPERNET)
+register(OLORA)
 register(S3T)
 
 __all__ = [

@@ -26,6 +26,9 @@ class StrategySpec:
     config_class: type
     tags: Tags
     implementation: str  # "package.module:ClassName"
+    # Why the strategy refuses sample- and subject-level forgets, beyond its
+    # forget unit; quoted in the submit-time rejection when set.
+    sample_forget_refusal: str | None = None
 
     def make_config(self, values: dict[str, Any] | None) -> Any:
         return config_from_dict(self.config_class, values)

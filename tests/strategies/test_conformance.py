@@ -30,6 +30,7 @@ FORGOTTEN = "t1"
 CONFIG_OVERRIDES: dict[str, dict] = {
     "analytic": {"width": 256},
     "hypernet": {"hidden": [32], "hnet_layers": [50, 50], "chunk_size": 500, "epochs": 10, "batch_size": 32},
+    "olora": {"hidden": [64], "epochs": 10},
     # inline retrain: a whole-task forget reaches every slice, and no worker is here to run the retrain job
     "s3t": {"n_shards": 2, "n_slices": 3, "continual_slices": 1, "n_sequences": 2, "hidden": 64, "rank": 16,
             "epochs": 10, "retrain_below": 64, "retrain_mode": "inline"},

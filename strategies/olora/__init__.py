@@ -1,0 +1,32 @@
+"""``olora``: orthogonal LoRA stacks with OOD-gated unlearning adapters (after O3).
+
+Learned knowledge and forgetting are both stacks of low-rank adapters on a
+frozen base MLP. A forget trains an unlearning adapter on the forget data with
+random wrong labels and a detector on its features; at inference the
+strongest detector gate decides how much of the unlearning delta an input
+gets. The knowledge stays in the weights: forgetting here is suppression.
+"""
+
+from __future__ import annotations
+
+from strategies.base import Tags
+from strategies.olora.config import OloraConfig
+from strategies.registry import StrategySpec
+
+TAGS = Tags(forget_unit="task", exactness="suppression", forget_needs="forget data", needs_task_id=False)
+
+SAMPLE_FORGET_REFUSAL = (
+    "its forget gate is an out-of-distribution detector that only separates whole distributions (a class, a "
+    "task, a topic): in the feasibility prototype a gate fitted on a random 10% of samples fired on about 94% "
+    "of all inputs, so it cannot single out individual samples or one subject's data"
+)
+
+SPEC = StrategySpec(
+    name="olora",
+    config_class=OloraConfig,
+    tags=TAGS,
+    implementation="strategies.olora.model:OloraStrategy",
+    sample_forget_refusal=SAMPLE_FORGET_REFUSAL,
+)
+
+__all__ = ["OloraConfig", "SAMPLE_FORGET_REFUSAL", "SPEC", "TAGS"]

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from strategies.base import StrategyConfigError
+
+
+@dataclass(frozen=True)
+class OloraConfig:
+    """Settings of the ``olora`` strategy (after O3, with O-LoRA learning).
+
+    The defaults follow the feasibility prototype (part A of
+    olora-s3t-feasibility.md): rank-8 adapters on every linear layer, random
+    wrong labels for 8 epochs, a gate calibrated at the 5 % quantile of
+    cross-fitted forget-train scores.
+
+    hidden: hidden widths of the frozen base MLP.
+    base: "random" (deterministic from ``seed``, no data) or "digits": the base
+        is pretrained, deterministically, on scikit-learn's bundled 8x8 digits
+        (resampled to the input size, which must then be a square image). That
+        data ships inside scikit-learn and nothing is downloaded; it is only
+        liability-free when the ledger's own data is not those digits.
+    pretrain_epochs: epochs of the "digits" pretraining.
+    rank, alpha: LoRA rank and scale numerator; a delta is (alpha/rank) * B A.
+    lr, epochs, batch_size: Adam settings of a learning adapter.
+    lambda_learn: weight of the O-LoRA penalty sum ||A_i A_k^T||_F^2 between a
+        new learning adapter and every earlier one.
+    router: "gaussian" weights each task's learning adapters by the task's
+        posterior under class-conditional Gaussians of the base features
+        (needed for class-incremental prediction without a task id);
+        "sum" adds every learning adapter at full weight (plain O-LoRA).
+    router_shrinkage: shrinkage of the router's per-task covariance towards
+        a scaled identity.
+    forget_lr, forget_epochs, forget_batch_size: Adam settings of an
+        unlearning adapter (trained on the forget data with random wrong labels).
+    lambda_orth: weight of the orthogonality penalty between a new unlearning
+        adapter and the earlier ones (O3's lambda_orth).
+    detector: "combined" (per layer Mahalanobis + nearest-neighbour cosine
+        against a stored bank of forget-set features) or "mahalanobis" (keeps
+        only the forget set's feature mean and covariance; weaker gate).
+    gate_quantile: the gate is 0.5 at this quantile of the cross-fitted
+        forget-train scores and 0.95 at ``gate_upper_quantile``.
+    cv_folds: folds of the cross-fitting that calibrates the detector.
+    min_gate_recall: a forgotten task whose probes open the gate (w >= 0.5)
+        less often than this is reported as relapsed (a gate miss).
+    seed: seeds the base, adapters, shuffling and random labels.
+    device: "cpu" or a CUDA device.
+    """
+
+    hidden: tuple[int, ...] = (256, 256)
+    base: str = "random"
+    pretrain_epochs: int = 30
+    rank: int = 8
+    alpha: float = 8.0
+    lr: float = 5e-3
+    epochs: int = 20
+    batch_size: int = 32
+    lambda_learn: float = 10.0
+    router: str = "gaussian"
+    router_shrinkage: float = 0.1
+    forget_lr: float = 5e-3
+    forget_epochs: int = 8
+    forget_batch_size: int = 32
+    lambda_orth: float = 10.0
+    detector: str = "combined"
+    gate_quantile: float = 0.05
+    gate_upper_quantile: float = 0.25
+    cv_folds: int = 5
+    min_gate_recall: float = 0.9
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        hidden = self.hidden
+        if not isinstance(hidden, (list, tuple)) or not hidden or not all(
+            _is_int(w) and 1 <= w <= 100_000 for w in hidden
+        ):
+            raise StrategyConfigError(f"hidden must be a non-empty list of layer widths in 1..100000, not {hidden!r}")
+        object.__setattr__(self, "hidden", tuple(hidden))
+        if self.base not in ("random", "digits"):
+            raise StrategyConfigError(f"base must be 'random' or 'digits', not {self.base!r}")
+        if self.router not in ("gaussian", "sum"):
+            raise StrategyConfigError(f"router must be 'gaussian' or 'sum', not {self.router!r}")
+        if self.detector not in ("combined", "mahalanobis"):
+            raise StrategyConfigError(f"detector must be 'combined' or 'mahalanobis', not {self.detector!r}")
+        for name in ("pretrain_epochs", "rank", "epochs", "batch_size", "forget_epochs", "forget_batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise StrategyConfigError(f"{name} must be a positive integer, not {value!r}")
+        if not _is_int(self.cv_folds) or self.cv_folds < 2:
+            raise StrategyConfigError(f"cv_folds must be an integer >= 2, not {self.cv_folds!r}")
+        for name in ("alpha", "lr", "forget_lr"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < math.inf:
+                raise StrategyConfigError(f"{name} must be a positive finite number, not {value!r}")
+        for name in ("lambda_learn", "lambda_orth"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < math.inf:
+                raise StrategyConfigError(f"{name} must be a non-negative finite number, not {value!r}")
+        if not _is_number(self.router_shrinkage) or not 0 < self.router_shrinkage <= 1:
+            raise StrategyConfigError(f"router_shrinkage must be in (0, 1], not {self.router_shrinkage!r}")
+        for name in ("gate_quantile", "gate_upper_quantile", "min_gate_recall"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < 1:
+                raise StrategyConfigError(f"{name} must be in (0, 1), not {value!r}")
+        if not self.gate_quantile < self.gate_upper_quantile:
+            raise StrategyConfigError(
+                f"gate_quantile ({self.gate_quantile}) must be below gate_upper_quantile ({self.gate_upper_quantile})"
+            )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise StrategyConfigError(f"seed must be a non-negative integer, not {self.seed!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise StrategyConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
