@@ -144,7 +144,7 @@ class Naive:
 def run_olora(tasks, d, config, *, verbose: bool):
     spec = strategies.get("olora")
     s = spec.build(spec.make_config(config), d, 10)
-    rows, forgotten, gate_rows, times = [], [], [], []
+    rows, forgotten, times = [], [], []
     for kind, k in ops_of(SEQUENCE):
         t = tasks[k]
         start = time.perf_counter()

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from strategies.base import StrategyConfigError
+from strategies.config_checks import is_int, is_number, positive_int, positive_number, seed_and_device, widths
 
 # Adam at lr 1e-3 needs 35-40 steps to collapse a task on a full hypernetwork
 # and 50-70 on a chunked one (hypernet-feasibility.md, section 5); with fewer,
@@ -74,22 +74,22 @@ class HypernetConfig:
         if self.hnet not in ("chunked", "hmlp"):
             raise StrategyConfigError(f"hnet must be 'chunked' or 'hmlp', not {self.hnet!r}")
         # JSON hands lists back; the frozen dataclass should compare equal either way.
-        object.__setattr__(self, "hidden", _widths(self.hidden, "hidden", allow_empty=True))
-        object.__setattr__(self, "hnet_layers", _widths(self.hnet_layers, "hnet_layers", allow_empty=False))
+        object.__setattr__(self, "hidden", widths(self.hidden, "hidden", allow_empty=True))
+        object.__setattr__(self, "hnet_layers", widths(self.hnet_layers, "hnet_layers", allow_empty=False))
         for name in ("task_emb_dim", "chunk_size", "chunk_emb_dim", "epochs", "batch_size", "forget_steps",
                      "noise_samples"):
-            _positive_int(getattr(self, name), name)
+            positive_int(getattr(self, name), name)
         for name in ("emb_init_var", "lr", "forget_lr", "clip_norm"):
-            _positive_number(getattr(self, name), name)
+            positive_number(getattr(self, name), name)
         for name in ("beta", "gamma"):
             value = getattr(self, name)
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise StrategyConfigError(f"{name} must be a non-negative number, not {value!r}")
         if self.gamma == 0:
             raise StrategyConfigError("gamma must be positive: with gamma = 0 a forget changes nothing")
-        if not _is_number(self.forget_anneal) or not 0 < self.forget_anneal <= 1:
+        if not is_number(self.forget_anneal) or not 0 < self.forget_anneal <= 1:
             raise StrategyConfigError(f"forget_anneal must be in (0, 1], not {self.forget_anneal!r}")
-        if not _is_int(self.forget_steps_min) or self.forget_steps_min < MIN_FORGET_STEPS:
+        if not is_int(self.forget_steps_min) or self.forget_steps_min < MIN_FORGET_STEPS:
             raise StrategyConfigError(
                 f"forget_steps_min must be an integer >= {MIN_FORGET_STEPS}, not {self.forget_steps_min!r}: "
                 "fewer data-free steps leave a forgotten task well above chance"
@@ -98,33 +98,4 @@ class HypernetConfig:
             raise StrategyConfigError(
                 f"forget_steps ({self.forget_steps}) must be at least forget_steps_min ({self.forget_steps_min})"
             )
-        if not _is_int(self.seed) or self.seed < 0:
-            raise StrategyConfigError(f"seed must be a non-negative integer, not {self.seed!r}")
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise StrategyConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _positive_int(value, name: str) -> None:
-    if not _is_int(value) or value < 1:
-        raise StrategyConfigError(f"{name} must be a positive integer, not {value!r}")
-
-
-def _positive_number(value, name: str) -> None:
-    if not _is_number(value) or not value > 0 or value == float("inf"):
-        raise StrategyConfigError(f"{name} must be a positive finite number, not {value!r}")
-
-
-def _widths(value, name: str, allow_empty: bool) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(_is_int(w) and 1 <= w <= 100_000 for w in value):
-        raise StrategyConfigError(f"{name} must be a list of layer widths in 1..100000, not {value!r}")
-    if not value and not allow_empty:
-        raise StrategyConfigError(f"{name} needs at least one layer")
-    return tuple(value)
+        seed_and_device(self.seed, self.device)

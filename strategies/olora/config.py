@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from strategies.base import StrategyConfigError
+from strategies.config_checks import is_int, is_number, positive_int, positive_number, seed_and_device, widths
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,7 @@ class OloraConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        hidden = self.hidden
-        if not isinstance(hidden, (list, tuple)) or not hidden or not all(
-            _is_int(w) and 1 <= w <= 100_000 for w in hidden
-        ):
-            raise StrategyConfigError(f"hidden must be a non-empty list of layer widths in 1..100000, not {hidden!r}")
-        object.__setattr__(self, "hidden", tuple(hidden))
+        object.__setattr__(self, "hidden", widths(self.hidden, "hidden", allow_empty=False))
         if self.base not in ("random", "digits"):
             raise StrategyConfigError(f"base must be 'random' or 'digits', not {self.base!r}")
         if self.router not in ("gaussian", "sum"):
@@ -86,38 +81,23 @@ class OloraConfig:
         if self.detector not in ("combined", "mahalanobis"):
             raise StrategyConfigError(f"detector must be 'combined' or 'mahalanobis', not {self.detector!r}")
         for name in ("pretrain_epochs", "rank", "epochs", "batch_size", "forget_epochs", "forget_batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise StrategyConfigError(f"{name} must be a positive integer, not {value!r}")
-        if not _is_int(self.cv_folds) or self.cv_folds < 2:
+            positive_int(getattr(self, name), name)
+        if not is_int(self.cv_folds) or self.cv_folds < 2:
             raise StrategyConfigError(f"cv_folds must be an integer >= 2, not {self.cv_folds!r}")
         for name in ("alpha", "lr", "forget_lr"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0 < value < math.inf:
-                raise StrategyConfigError(f"{name} must be a positive finite number, not {value!r}")
+            positive_number(getattr(self, name), name)
         for name in ("lambda_learn", "lambda_orth"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value < math.inf:
+            if not is_number(value) or not 0 <= value < math.inf:
                 raise StrategyConfigError(f"{name} must be a non-negative finite number, not {value!r}")
-        if not _is_number(self.router_shrinkage) or not 0 < self.router_shrinkage <= 1:
+        if not is_number(self.router_shrinkage) or not 0 < self.router_shrinkage <= 1:
             raise StrategyConfigError(f"router_shrinkage must be in (0, 1], not {self.router_shrinkage!r}")
         for name in ("gate_quantile", "gate_upper_quantile", "min_gate_recall"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 < value < 1:
+            if not is_number(value) or not 0 < value < 1:
                 raise StrategyConfigError(f"{name} must be in (0, 1), not {value!r}")
         if not self.gate_quantile < self.gate_upper_quantile:
             raise StrategyConfigError(
                 f"gate_quantile ({self.gate_quantile}) must be below gate_upper_quantile ({self.gate_upper_quantile})"
             )
-        if not _is_int(self.seed) or self.seed < 0:
-            raise StrategyConfigError(f"seed must be a non-negative integer, not {self.seed!r}")
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise StrategyConfigError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        seed_and_device(self.seed, self.device)

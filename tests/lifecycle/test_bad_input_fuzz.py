@@ -5,7 +5,6 @@ byte-for-byte unchanged."""
 from __future__ import annotations
 
 import datetime as dt
-import string
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-import lifecycle
 from lifecycle import errors as E
 from tests.data import digits_tasks, learn_task, make_model
 

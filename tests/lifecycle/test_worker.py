@@ -166,7 +166,7 @@ def test_per_model_order_one_running_request_per_model(lc):
     make_model(lc, "b")
     t0, t1, _ = digits_tasks()
     a1 = learn_task(lc, "a", t0)
-    a2 = learn_task(lc, "a", t1)
+    learn_task(lc, "a", t1)
     b1 = learn_task(lc, "b", t0)
     c1 = lc.ledger.claim("x", 60)
     c2 = lc.ledger.claim("y", 60)

@@ -10,7 +10,7 @@ from lifecycle import arrays
 from store.artifacts import ArtifactStore
 from strategies import ForgetSet, RetrainPlan, StrategyConfigError, TaskData
 from strategies.s3t import SPEC, S3TConfig
-from strategies.s3t.book import Book, bms_orders, cyclic_orders
+from strategies.s3t.book import bms_orders, cyclic_orders
 from strategies.s3t.capacity import (
     expected_first_retrain,
     expected_outage,
