@@ -33,19 +33,21 @@ def findings(tasks: Sequence[Forgotten], threshold: float) -> list[dict]:
     for t in tasks:
         value = relapse(t.accuracy, t.acc_at_forget, t.chance)
         if value > threshold:
-            out.append(
-                {
-                    "task": t.task,
-                    "forgotten_at_version": t.forgotten_at_version,
-                    "acc_at_forget": t.acc_at_forget,
-                    "accuracy": t.accuracy,
-                    "chance": t.chance,
-                    "relapse": value,
-                    "threshold": threshold,
-                    "peak_since_forget": max(t.peak_since_forget, t.accuracy),
-                }
-            )
+            out.append(_finding(t, value, threshold))
     return out
+
+
+def _finding(t: Forgotten, value: float, threshold: float) -> dict:
+    return {
+        "task": t.task,
+        "forgotten_at_version": t.forgotten_at_version,
+        "acc_at_forget": t.acc_at_forget,
+        "accuracy": t.accuracy,
+        "chance": t.chance,
+        "relapse": value,
+        "threshold": threshold,
+        "peak_since_forget": max(t.peak_since_forget, t.accuracy),
+    }
 
 
 def spill(before: Mapping[str, float], after: Mapping[str, float]) -> float:
@@ -85,16 +87,5 @@ def gate_misses(tasks: Sequence[Forgotten], gates: Mapping[str, tuple[str, float
             continue
         recall = gates[t.task][1]
         if recall < floor:
-            out.append(
-                {
-                    "task": t.task,
-                    "forgotten_at_version": t.forgotten_at_version,
-                    "acc_at_forget": t.acc_at_forget,
-                    "accuracy": t.accuracy,
-                    "chance": t.chance,
-                    "relapse": 1.0 - recall,
-                    "threshold": 1.0 - floor,
-                    "peak_since_forget": max(t.peak_since_forget, t.accuracy),
-                }
-            )
+            out.append(_finding(t, 1.0 - recall, 1.0 - floor))
     return out
