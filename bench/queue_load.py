@@ -36,6 +36,7 @@ from store.records import REJECTED
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
+SUBMITTERS = 4  # threads feeding the queue, so that submission does not cap what the workers can show
 
 
 @dataclass
@@ -93,11 +94,13 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
         lc.create_model(name, strategy="analytic", n_features=4, n_classes=2, config={"width": 8})
 
     submitted: list[str] = []
-    done_submitting = threading.Event()
+    lock = threading.Lock()
 
-    def submit_all():
+    def submit_share(k: int) -> None:
+        # a submitter forgets only samples it learned itself, so each forget follows its learn
+        rng_k = np.random.default_rng([seed, k])
         learned = defaultdict(list)
-        for i in range(requests):
+        for i in range(k, requests, SUBMITTERS):
             name = names[i % models]
             key = f"load-{i}"
             if i % 10 == 9 and learned[name]:  # one request in ten forgets a sample learned earlier
@@ -105,17 +108,19 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
                 req = retrying(lambda: lc.forget(name, samples=[sample], idempotency_key=key))
             else:
                 sid = f"{name}/{i}"
-                X, y = rng.random((1, 4), dtype=np.float32), rng.integers(0, 2, 1)
+                X, y = rng_k.random((1, 4), dtype=np.float32), rng_k.integers(0, 2, 1)
                 req = retrying(lambda: lc.learn(name, task="t", X=X, y=y, sample_ids=[sid], probe=probe,
                                                 idempotency_key=key))
                 learned[name].append(sid)
-            submitted.append(req.id)
-        done_submitting.set()
+            with lock:
+                submitted.append(req.id)
+
+    submitters = [threading.Thread(target=submit_share, args=(k,), daemon=True) for k in range(SUBMITTERS)]
 
     procs = [start_worker(url, root / "artifacts", lease) for _ in range(workers)]
     started = time.monotonic()
-    submitter = threading.Thread(target=submit_all, daemon=True)
-    submitter.start()
+    for t in submitters:
+        t.start()
     kills = restarts = 0
     next_kill = started + kill_every if kill_every else float("inf")
     restarted = not restart_db
@@ -123,7 +128,7 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
         while True:
             time.sleep(0.2)
             open_count = retrying(lambda: len(lc.requests(statuses=["queued", "running"])))
-            if done_submitting.is_set() and open_count == 0:
+            if not any(t.is_alive() for t in submitters) and open_count == 0:
                 break
             now = time.monotonic()
             if now >= next_kill and (max_kills is None or kills < max_kills):

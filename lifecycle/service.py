@@ -75,13 +75,15 @@ class Service:
         """Drain the queue (the scheduler never runs two ticks at once)."""
         if self.telemetry is not None:
             self.telemetry.beat()
-        for m in self.lc.ledger.models():
-            self.worker.purge(m)  # finishes purges a crash interrupted
         self.worker.drain()
 
     def requeue(self) -> None:
-        for rid in self.lc.ledger.requeue_expired(self.worker.max_attempts):
-            log.info("re-queued request %s: its lease expired", rid)
+        """Re-queue expired leases and finish purges a crash interrupted.
+
+        Kept out of the drain tick: that one fires many times a second, and
+        scanning every model there loads the database for nothing.
+        """
+        self.worker.maintain()
 
     def write_summary(self) -> dict:
         summary = relapse_summary(self.lc)
