@@ -238,8 +238,8 @@ def olora_relearn(s, ft, X_few, y_few):
         if key not in cache:  # gate and routing as the original detector and router computed them
             with torch.no_grad():
                 feats = s._base_features_t(X_t)
-                route = s._route_weights(feats[-1])
-                gate = torch.as_tensor(s._gate_np(feats), dtype=torch.float32)
+                route = s._route_weights(feats)
+                gate = torch.as_tensor(s._gate_np(feats, route), dtype=torch.float32)
             cache[key] = (route, gate)
         route, gate = cache[key]
         return c._forward(X_t, c._learn_terms(route), c._forgets, gate=gate)

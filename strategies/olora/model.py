@@ -8,14 +8,20 @@ A frozen base MLP carries two stacks of rank-r adapters on every linear layer.
   task id, a class-incremental stack of adapters predicts the newest task's
   classes for everything, so (router "gaussian") each task's adapters are
   weighted per input by the task's posterior under class-conditional
-  Gaussians of the frozen base's last hidden features (running sums, so a
-  task learned over several requests is one router entry).
+  Gaussians of the frozen base's hidden features (every hidden layer,
+  concatenated; one within-class covariance pooled over the tasks by
+  default; running sums, so a task learned over several requests is one
+  router entry).
 - Forgetting (O3): each forget request trains an unlearning adapter on the
   forget data with random wrong labels (no retained data), orthogonal to the
   earlier unlearning adapters (``lambda_orth``), and fits a detector on the
-  forget data's base features (``detector.py``). At inference the strongest
-  gate over all detectors, ``w*(x)``, scales the unlearning adapters' delta in
-  every layer: ``W0 h + sum_t route_t(x) dW_t h + w*(x) sum_k dU_k h``.
+  forget data's base features (``detector.py``). A forget's gate is its
+  detector's weight times the router's posterior of the forgotten task
+  (``gate_router``): the detector is one-class (no retained data), the router
+  knows every learned task, later ones included, and an input must look like
+  the forget set to both. At inference the strongest gate over all forgets,
+  ``w*(x)``, scales the unlearning adapters' delta in every layer:
+  ``W0 h + sum_t route_t(x) dW_t h + w*(x) sum_k dU_k h``.
 
 The forgotten task's knowledge stays in the base and its learning adapters:
 this is suppression, not removal (the certificate notes say so). The forget
@@ -139,7 +145,7 @@ class OloraStrategy(Strategy):
         params = [p.requires_grad_(True) for p in adapter["A"] + adapter["B"]]
         earlier = [f["A"] for f in self._forgets]
         X_t = torch.as_tensor(X, device=self._device)
-        route = self._route_weights(self._base_features_t(X_t)[-1])
+        route = self._route_weights(self._base_features_t(X_t))
         learn_terms = self._learn_terms(route)
         gen = self._generator(_STREAM_FORGET, self._n_ops, offset=1)
         wrong_t = torch.as_tensor(wrong, device=self._device)
@@ -185,7 +191,7 @@ class OloraStrategy(Strategy):
         return out
 
     def gate(self, X: np.ndarray) -> np.ndarray:
-        """The gate weight w*(x) in [0, 1] per input: the strongest over every forget's detector."""
+        """The gate weight w*(x) in [0, 1] per input: the strongest over every forget's gate."""
         self._require_fitted()
         X = self._inputs(X, "gate")
         out = np.zeros(len(X))
@@ -194,14 +200,17 @@ class OloraStrategy(Strategy):
         with torch.no_grad():
             for start in range(0, len(X), _PREDICT_CHUNK):
                 X_t = torch.as_tensor(X[start:start + _PREDICT_CHUNK], device=self._device)
-                out[start:start + len(X_t)] = self._gate_np(self._base_features_t(X_t))
+                feats = self._base_features_t(X_t)
+                out[start:start + len(X_t)] = self._gate_np(feats, self._route_weights(feats))
         return out
 
     def gate_weights(self, X: np.ndarray) -> np.ndarray | None:
         return self.gate(X)
 
     def gate_scores(self, X: np.ndarray, which: int = -1) -> np.ndarray:
-        """One forget detector's calibrated score (higher = more like its forget set), for AUROC."""
+        """One forget detector's calibrated score (higher = more like its forget set), for AUROC.
+
+        The detector alone: the router's factor in the gate is not part of it."""
         self._require_fitted()
         X = self._inputs(X, "gate")
         with torch.no_grad():
@@ -244,8 +253,8 @@ class OloraStrategy(Strategy):
             )
         if self.config.router == "gaussian":
             notes.append(
-                "The task router keeps per-class feature means and a per-task covariance of every learned task, "
-                "the forgotten ones included."
+                "The task router keeps per-class feature means and within-class feature scatter of every learned "
+                "task, the forgotten ones included (the gate uses the forgotten task's router posterior)."
             )
         return notes
 
@@ -415,15 +424,24 @@ class OloraStrategy(Strategy):
     def _logits(self, X: np.ndarray) -> torch.Tensor:
         X_t = torch.as_tensor(X, device=self._device)
         feats = self._base_features_t(X_t)
-        terms = self._learn_terms(self._route_weights(feats[-1]))
+        route = self._route_weights(feats)
+        terms = self._learn_terms(route)
         gate = None
         if self._forgets:
-            gate = torch.as_tensor(self._gate_np(feats), dtype=torch.float32, device=self._device)
+            gate = torch.as_tensor(self._gate_np(feats, route), dtype=torch.float32, device=self._device)
         return self._forward(X_t, terms, self._forgets, gate=gate)
 
-    def _gate_np(self, feats: list[torch.Tensor]) -> np.ndarray:
+    def _gate_np(self, feats: list[torch.Tensor], route: dict[str, torch.Tensor] | None) -> np.ndarray:
+        """w*(x): the strongest forget gate; each is its detector's weight, times the router's posterior
+        of the forgotten task when ``gate_router`` is on (and the router is Gaussian)."""
         F = [f.cpu().numpy() for f in feats]
-        return np.max(np.stack([f["detector"].weight(F) for f in self._forgets]), axis=0)
+        gates = []
+        for f in self._forgets:
+            w = f["detector"].weight(F)
+            if self.config.gate_router and route is not None and f["task"] in route:
+                w = w * route[f["task"]].cpu().numpy().astype(np.float64)
+            gates.append(w)
+        return np.max(np.stack(gates), axis=0)
 
     def _learn_terms(self, route: dict[str, torch.Tensor] | None):
         if route is None:
@@ -432,9 +450,13 @@ class OloraStrategy(Strategy):
 
     # --- router
 
+    def _router_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(feats, dim=1) if self.config.router_layers == "all" else feats[-1]
+
     def _router_add(self, task: str, X: np.ndarray, y: np.ndarray) -> None:
         with torch.no_grad():
-            Z = self._base_features_t(torch.as_tensor(X, device=self._device))[-1].cpu().numpy().astype(np.float64)
+            feats = self._base_features_t(torch.as_tensor(X, device=self._device))
+            Z = self._router_features(feats).cpu().numpy().astype(np.float64)
         D = Z.shape[1]
         r = self._router.setdefault(task, {"count": np.zeros(self.n_classes), "sum": np.zeros((self.n_classes, D)),
                                            "outer": np.zeros((D, D))})
@@ -444,39 +466,62 @@ class OloraStrategy(Strategy):
         self._router_cache = None
 
     def _router_params(self) -> dict:
+        """Class means, log priors and whitening of the router, cached until the router changes.
+
+        "pooled": one within-class covariance over every task's classes, class priors over all samples
+        (a linear discriminant; the log-determinant is common and drops out). "task": one covariance
+        per task, class priors within the task, each task's log-determinant in its score."""
         if self._router_cache is None:
-            cache = {}
+            lam = self.config.router_shrinkage
+            stats = {}
             for task, r in self._router.items():
                 present = np.flatnonzero(r["count"] > 0)
                 n_c = r["count"][present]
                 means = r["sum"][present] / n_c[:, None]
-                n = n_c.sum()
                 within = r["outer"] - (means * n_c[:, None]).T @ means
-                cov = within / max(n - len(present), 1.0)
+                stats[task] = (n_c, means, within, max(n_c.sum() - len(present), 1.0))
+            pooled = self.config.router_covariance == "pooled"
+            n_all = sum(float(v[0].sum()) for v in stats.values())
+
+            def whitening(within, dof):
+                cov = within / dof
                 D = cov.shape[0]
-                lam = self.config.router_shrinkage
                 cov = (1 - lam) * cov + lam * (np.trace(cov) / D + 1e-6) * np.eye(D)
                 vals, vecs = np.linalg.eigh(cov)
                 vals = np.maximum(vals, 1e-9)
+                return vecs / np.sqrt(vals), float(0.5 * np.sum(np.log(vals)))
+
+            if pooled:
+                shared, _ = whitening(sum(v[2] for v in stats.values()), max(sum(v[3] for v in stats.values()), 1.0))
+            cache = {}
+            for task, (n_c, means, within, dof) in stats.items():
+                if pooled:
+                    whiten, half_logdet, log_prior = shared, 0.0, np.log(n_c / n_all)
+                else:
+                    (whiten, half_logdet), log_prior = whitening(within, dof), np.log(n_c / n_c.sum())
                 cache[task] = {
                     "means": torch.as_tensor(means, dtype=torch.float64, device=self._device),
-                    "log_prior": torch.as_tensor(np.log(n_c / n), dtype=torch.float64, device=self._device),
-                    "whiten": torch.as_tensor(vecs / np.sqrt(vals), dtype=torch.float64, device=self._device),
-                    "half_logdet": float(0.5 * np.sum(np.log(vals))),
+                    "log_prior": torch.as_tensor(log_prior, dtype=torch.float64, device=self._device),
+                    "whiten": torch.as_tensor(whiten, dtype=torch.float64, device=self._device),
+                    "half_logdet": half_logdet,
                 }
             self._router_cache = cache
         return self._router_cache
 
-    def _route_weights(self, Z: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    def _route_weights(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """Each learned task's posterior per input, from the base's hidden features (one tensor per layer)."""
         if self.config.router == "sum" or not self._router:
             return None
         params = self._router_params()
         names = list(params)
-        Z64 = Z.to(torch.float64)
-        scores = []
+        Z64 = self._router_features(feats).to(torch.float64)
+        scores, whitened = [], {}
         for name in names:
             p = params[name]
-            diff = (Z64[:, None, :] - p["means"][None]) @ p["whiten"]  # (n, classes, D)
+            key = id(p["whiten"]) if self.config.router_covariance == "pooled" else name
+            if key not in whitened:  # the pooled whitening is shared: apply it once
+                whitened[key] = Z64 @ p["whiten"]
+            diff = whitened[key][:, None, :] - (p["means"] @ p["whiten"])[None]  # (n, classes, D)
             log_lik = -0.5 * (diff * diff).sum(-1) + p["log_prior"][None]
             scores.append(torch.logsumexp(log_lik, dim=1) - p["half_logdet"])
         weights = torch.softmax(torch.stack(scores, dim=1), dim=1).to(torch.float32)
@@ -487,7 +532,7 @@ class OloraStrategy(Strategy):
         self._require_fitted()
         with torch.no_grad():
             X_t = torch.as_tensor(self._inputs(X, "routing"), device=self._device)
-            route = self._route_weights(self._base_features_t(X_t)[-1])
+            route = self._route_weights(self._base_features_t(X_t))
         if route is None:
             return {t: np.ones(len(X)) for t in self._router}
         return {t: w.cpu().numpy() for t, w in route.items()}
