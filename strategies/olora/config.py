@@ -18,8 +18,9 @@ class OloraConfig:
     prototype's base was trained on every task, this one is frozen before the
     first task, so its features separate tasks less well; the gate therefore
     also asks the router whether an input belongs to the forgotten task (which
-    holds the false activations down without retained data), and with that
-    second condition the detector's own threshold sits lower (2 % quantile
+    holds the false activations down without retained data): the odds of the
+    detector's weight and of the router's posterior multiply, and with that
+    second opinion the detector's own threshold sits lower (2 % quantile
     instead of 5 %) for a higher recall.
 
     hidden: hidden widths of the frozen base MLP.
@@ -53,10 +54,13 @@ class OloraConfig:
         only the forget set's feature mean and covariance; weaker gate).
     gate_quantile: the detector's weight is 0.5 at this quantile of the
         cross-fitted forget-train scores and 0.95 at ``gate_upper_quantile``.
-    gate_router: with the "gaussian" router, a forget's gate is its detector's
-        weight times the router's posterior of the forgotten task, so an input
-        that the router gives to a retained task (one learned later included)
-        does not open the gate. False: the detector's weight alone.
+    gate_router: how a forget's gate combines its detector with the
+        "gaussian" router's posterior r of the forgotten task: "product"
+        (w = detector weight * r: an input that the router gives to a retained
+        task, one learned later included, does not open the gate), "odds"
+        (the odds multiply: logit w = logit(detector weight) + logit r, so a
+        confident router can also open the gate for an input the detector
+        half misses), or "off" (the detector's weight alone).
     cv_folds: folds of the cross-fitting that calibrates the detector.
     min_gate_recall: a forgotten task whose probes open the gate (w >= 0.5)
         less often than this is reported as relapsed (a gate miss).
@@ -84,7 +88,7 @@ class OloraConfig:
     detector: str = "combined"
     gate_quantile: float = 0.02
     gate_upper_quantile: float = 0.25
-    gate_router: bool = True
+    gate_router: str = "odds"
     cv_folds: int = 5
     min_gate_recall: float = 0.9
     seed: int = 0
@@ -100,8 +104,8 @@ class OloraConfig:
             raise StrategyConfigError(f"router_covariance must be 'pooled' or 'task', not {self.router_covariance!r}")
         if self.router_layers not in ("all", "last"):
             raise StrategyConfigError(f"router_layers must be 'all' or 'last', not {self.router_layers!r}")
-        if not isinstance(self.gate_router, bool):
-            raise StrategyConfigError(f"gate_router must be true or false, not {self.gate_router!r}")
+        if self.gate_router not in ("product", "odds", "off"):
+            raise StrategyConfigError(f"gate_router must be 'product', 'odds' or 'off', not {self.gate_router!r}")
         if self.detector not in ("combined", "mahalanobis"):
             raise StrategyConfigError(f"detector must be 'combined' or 'mahalanobis', not {self.detector!r}")
         for name in ("pretrain_epochs", "rank", "epochs", "batch_size", "forget_epochs", "forget_batch_size"):

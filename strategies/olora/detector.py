@@ -71,8 +71,12 @@ class Detector:
     def score(self, feats: list[np.ndarray]) -> np.ndarray:
         return np.mean((self.components(feats) - self.z_mean) / self.z_std, axis=1)
 
+    def logit(self, feats: list[np.ndarray]) -> np.ndarray:
+        """The gate weight's log-odds, ``(s - tau) / T``."""
+        return (self.score(feats) - self.tau) / self.temperature
+
     def weight(self, feats: list[np.ndarray]) -> np.ndarray:
-        return _sigmoid((self.score(feats) - self.tau) / self.temperature)
+        return _sigmoid(self.logit(feats))
 
     # ---------------------------------------------------------------- storage
 

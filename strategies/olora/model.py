@@ -15,11 +15,12 @@ A frozen base MLP carries two stacks of rank-r adapters on every linear layer.
 - Forgetting (O3): each forget request trains an unlearning adapter on the
   forget data with random wrong labels (no retained data), orthogonal to the
   earlier unlearning adapters (``lambda_orth``), and fits a detector on the
-  forget data's base features (``detector.py``). A forget's gate is its
-  detector's weight times the router's posterior of the forgotten task
-  (``gate_router``): the detector is one-class (no retained data), the router
-  knows every learned task, later ones included, and an input must look like
-  the forget set to both. At inference the strongest gate over all forgets,
+  forget data's base features (``detector.py``). A forget's gate combines its
+  detector's weight with the router's posterior of the forgotten task
+  (``gate_router``; by default their odds multiply): the detector is
+  one-class (no retained data), the router knows every learned task, later
+  ones included, so an input the router gives to a retained task keeps the
+  gate shut and one it firmly gives to the forgotten task opens it. At inference the strongest gate over all forgets,
   ``w*(x)``, scales the unlearning adapters' delta in every layer:
   ``W0 h + sum_t route_t(x) dW_t h + w*(x) sum_k dU_k h``.
 
@@ -39,7 +40,7 @@ import torch
 from strategies.base import ForgetSet, Strategy, TaskData
 from strategies.olora import TAGS
 from strategies.olora.config import OloraConfig
-from strategies.olora.detector import Detector, fit_detector
+from strategies.olora.detector import Detector, _sigmoid, fit_detector
 
 _PREDICT_CHUNK = 4096
 
@@ -432,15 +433,22 @@ class OloraStrategy(Strategy):
         return self._forward(X_t, terms, self._forgets, gate=gate)
 
     def _gate_np(self, feats: list[torch.Tensor], route: dict[str, torch.Tensor] | None) -> np.ndarray:
-        """w*(x): the strongest forget gate; each is its detector's weight, times the router's posterior
-        of the forgotten task when ``gate_router`` is on (and the router is Gaussian)."""
+        """w*(x): the strongest forget gate. Each is its detector's weight, combined with the router's
+        posterior r of the forgotten task (Gaussian router): "product" w * r, "odds" sigmoid(logit w +
+        logit r), "off" w alone."""
         F = [f.cpu().numpy() for f in feats]
+        mode = self.config.gate_router
         gates = []
         for f in self._forgets:
-            w = f["detector"].weight(F)
-            if self.config.gate_router and route is not None and f["task"] in route:
-                w = w * route[f["task"]].cpu().numpy().astype(np.float64)
-            gates.append(w)
+            if mode == "off" or route is None or f["task"] not in route:
+                gates.append(f["detector"].weight(F))
+                continue
+            r = route[f["task"]].cpu().numpy().astype(np.float64)
+            if mode == "product":
+                gates.append(f["detector"].weight(F) * r)
+            else:
+                r = np.clip(r, 1e-7, 1 - 1e-7)
+                gates.append(_sigmoid(f["detector"].logit(F) + np.log(r) - np.log1p(-r)))
         return np.max(np.stack(gates), axis=0)
 
     def _learn_terms(self, route: dict[str, torch.Tensor] | None):

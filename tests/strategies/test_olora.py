@@ -101,6 +101,34 @@ def test_gate_fires_on_forgotten_and_stays_shut_on_retained(tasks, forgot_one):
     assert auroc >= 0.95
 
 
+def test_gate_combines_detector_with_router(tasks, forgot_one):
+    s, _ = forgot_one
+    forgotten = tasks[1]
+    X = np.concatenate([t.X_probe for t in tasks])
+    gates = {}
+    for mode in ("off", "product", "odds"):
+        c = build(gate_router=mode)
+        c.load_state_dict(s.state_dict())
+        gates[mode] = c.gate(X)
+    np.testing.assert_array_equal(gates["odds"], s.gate(X))  # the default
+    route = s.routing(X)[forgotten.name]
+    np.testing.assert_allclose(gates["product"], gates["off"] * route, rtol=1e-5, atol=1e-7)
+    is_forgotten = np.concatenate([np.full(len(t.y_probe), t is forgotten) for t in tasks])
+    far = {mode: np.mean(w[~is_forgotten] >= 0.5) for mode, w in gates.items()}
+    for mode, w in gates.items():
+        assert np.mean(w[is_forgotten] >= 0.5) >= 0.9, mode
+    # the detector alone (one-class, its threshold low for recall) fires on more retained probes
+    assert far["product"] <= far["off"] and far["odds"] <= far["off"]
+    assert far["product"] < 0.03 and far["odds"] < 0.03
+
+
+def test_per_task_router_covariance_routes_too(tasks, learned):
+    s = build(router_covariance="task")
+    s.load_state_dict(learned.state_dict())  # the router keeps per-task sums: either covariance fits them
+    for t in tasks:
+        assert acc(s, t) >= 0.8, t.name
+
+
 def test_state_round_trips(tasks, forgot_one):
     s, _ = forgot_one
     state = pickle.loads(pickle.dumps(s.state_dict()))
@@ -157,7 +185,8 @@ def test_refuses_sample_level_and_bad_forgets(tasks, learned):
 
 @pytest.mark.parametrize("bad", [{"rank": 0}, {"lambda_orth": -1}, {"detector": "svm"}, {"router": "x"},
                                  {"gate_quantile": 0.5, "gate_upper_quantile": 0.25}, {"hidden": []},
-                                 {"base": "imagenet"}, {"min_gate_recall": 1.5}])
+                                 {"base": "imagenet"}, {"min_gate_recall": 1.5}, {"gate_router": True},
+                                 {"router_covariance": "diag"}, {"router_layers": 2}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(StrategyConfigError):
         strategies.get("olora").make_config(bad)
