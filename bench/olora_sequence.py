@@ -5,7 +5,9 @@ Uk: forget task k) through
 - olora (combined detector), printing after each operation the accuracy on
   every task, the gate's AUROC / recall / false-activation rate (per forget
   detector, positives = its task's probes, negatives = every other task's
-  probes) and the time of the request;
+  probes; the AUROC is of the detector's score alone, recall and false
+  activations are of the deployed gate, which also weighs the router's
+  posterior of the forgotten task) and the time of the request;
 - olora in Mahalanobis-only detector mode (state size, accuracy, gate);
 - a retrain-from-scratch reference (an MLP trained jointly on the retained tasks);
 - naive fine-tuning (one MLP fine-tuned on each learn; a forget fine-tunes it on
