@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between SIGKILLs in the chaos phase")
     parser.add_argument("--lease", type=float, default=3.0)
     args = parser.parse_args()
+    # on SIGTERM run the finally blocks: they stop the worker processes and the server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     server = PostgresServer()
     if not server.available:
         sys.exit("PostgreSQL server binaries not found (Debian package 'postgresql')")
