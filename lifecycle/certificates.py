@@ -24,6 +24,7 @@ def build(
     audit_anchor: tuple[int, str | None],
     membership: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    gate: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
     req = claim.request
@@ -63,6 +64,9 @@ def build(
             # classes, measured before the purge: 0.5 is no signal
             "membership_inference": membership,
             "provenance": provenance,
+            # gated (suppression) strategies: share of each task's probes the
+            # forget gate fires on (recall on forgotten, false activation on retained)
+            "gate": gate,
         },
         "notes": list(notes or []),
         "applied_at": applied_at,

@@ -163,6 +163,7 @@ class Worker:
                 audit_anchor=self.ledger.audit_head(model.id),
                 membership=self._membership(model, spec.tags, strategy, tasks, forgotten, forgotten_data),
                 provenance=provenance,
+                gate=self.last_gate_report,
                 notes=strategy.certificate_notes(),
             ))
         outcome = StepOutcome(

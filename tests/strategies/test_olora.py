@@ -246,6 +246,7 @@ def test_worker_reports_gate_recall_and_false_activations(lc):
     assert report["recall"][ts[1].name] >= 0.9
     assert report["max_false_activation"] <= 0.05
     assert lc.relapse("gated") == []
-    cert = lc.certificate(lc.history("gated")[-1].request_id) if hasattr(lc.history("gated")[-1], "request_id") else None
-    if cert is not None:
-        assert "suppression, not removal" in str(cert)
+    body = lc.certificate(lc.history("gated")[-1].request.id)["certificate"]
+    assert body["exactness"] == "suppression"
+    assert any("suppression, not removal" in note for note in body["notes"]), body["notes"]
+    assert body["verification"]["gate"]["recall"] == report["recall"]
