@@ -206,6 +206,11 @@ def claim_capacity(server: PostgresServer, *, requests: int, models: int, worker
 def _check(lc, phase, submitted, requests, workers, kills, restarts, wall) -> LoadResult:
     final = {r.id: r for r in lc.requests()}
     lost = sum(1 for rid in submitted if rid not in final or final[rid].status != "applied")
+    for rid in submitted:
+        r = final.get(rid)
+        if r is None or r.status != "applied":
+            print(f"NOT APPLIED {rid}: {r.kind if r else '?'} {r.status if r else 'missing'} "
+                  f"attempt {r.attempt if r else '-'}: {r.error if r else ''}", flush=True)
     applied_events = Counter(e.request_id for e in lc.ledger.events() if e.kind == "applied")
     duplicated = sum(1 for n in applied_events.values() if n > 1)
     duplicated += len(submitted) - len(set(submitted))
