@@ -43,6 +43,7 @@ SUBMITTERS = 4  # threads feeding the queue, so that submission does not cap wha
 class LoadResult:
     phase: str
     requests: int
+    unsubmitted: int  # submits that failed for good: the submitter thread died
     workers: int
     kills: int
     db_restarts: int
@@ -56,13 +57,18 @@ class LoadResult:
     wall_s: float
 
 
-def retrying(call, attempts: int = 200):
-    """Retry a call through a database restart (connection errors only)."""
-    for i in range(attempts):
+def retrying(call, patience: float = 120.0):
+    """Retry a call through a database restart (connection errors and deadlocks only).
+
+    Safe for submits because each carries an idempotency key: a retry of one
+    that committed before the connection dropped returns the same request.
+    """
+    give_up = time.monotonic() + patience
+    while True:
         try:
             return call()
         except OperationalError:
-            if i == attempts - 1:
+            if time.monotonic() > give_up:
                 raise
             time.sleep(0.1)
 
@@ -224,7 +230,8 @@ def _check(lc, phase, submitted, requests, workers, kills, restarts, wall) -> Lo
     latencies = sorted((r.finished_at - r.received_at).total_seconds() for r in final.values() if r.finished_at)
     span = (max(r.finished_at for r in final.values()) - min(claims)).total_seconds()
     return LoadResult(
-        phase=phase, requests=requests, workers=workers, kills=kills, db_restarts=restarts,
+        phase=phase, requests=requests, unsubmitted=requests - len(submitted), workers=workers, kills=kills,
+        db_restarts=restarts,
         claims_per_s=len(claims) / span, applied_per_s=len(latencies) / span,
         p50_s=float(np.percentile(latencies, 50)), p99_s=float(np.percentile(latencies, 99)),
         lost=lost, duplicated=duplicated, out_of_order=out_of_order, wall_s=wall,
@@ -232,9 +239,9 @@ def _check(lc, phase, submitted, requests, workers, kills, restarts, wall) -> Lo
 
 
 def table(results: list[LoadResult]) -> str:
-    head = (f"{'phase':<8}{'requests':>9}{'workers':>8}{'kills':>6}{'db restarts':>12}{'claims/s':>10}"
+    head = (f"{'phase':<8}{'requests':>9}{'unsubm.':>8}{'workers':>8}{'kills':>6}{'db restarts':>12}{'claims/s':>10}"
             f"{'applied/s':>10}{'p50 s':>8}{'p99 s':>8}{'lost':>6}{'dup':>5}{'order':>6}")
-    rows = [f"{r.phase:<8}{r.requests:>9}{r.workers:>8}{r.kills:>6}{r.db_restarts:>12}{r.claims_per_s:>10.1f}"
+    rows = [f"{r.phase:<8}{r.requests:>9}{r.unsubmitted:>8}{r.workers:>8}{r.kills:>6}{r.db_restarts:>12}{r.claims_per_s:>10.1f}"
             f"{r.applied_per_s:>10.1f}{r.p50_s:>8.2f}{r.p99_s:>8.2f}{r.lost:>6}{r.duplicated:>5}"
             f"{r.out_of_order:>6}" for r in results]
     return "\n".join([head, "-" * len(head), *rows])

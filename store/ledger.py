@@ -115,7 +115,10 @@ def _event(s: Session, model_id: int, request_id: str | None, kind: str, **detai
     Locking the model row serialises appends per model (PostgreSQL; SQLite
     already has one writer), so two transactions never fork the chain.
     """
-    model = s.scalar(select(ModelRow).where(ModelRow.id == model_id).with_for_update())
+    # FOR NO KEY UPDATE, not FOR UPDATE: rows this transaction already inserted
+    # with a foreign key to the model hold KEY SHARE on it, and two such
+    # transactions upgrading to FOR UPDATE deadlock each other
+    model = s.scalar(select(ModelRow).where(ModelRow.id == model_id).with_for_update(key_share=True))
     at = utcnow()
     seq = model.audit_seq + 1
     digest = audit.event_hash(model_id, seq, request_id, kind, detail, at, model.audit_head)
