@@ -34,6 +34,7 @@ its last forget:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -435,12 +436,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="digits sequences, small nets, one seed: a smoke run")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads; 1 gives timings that survive a shared machine (default: torch's)")
+    parser.add_argument("--config", type=json.loads, default={},
+                        help='JSON object of HypernetConfig overrides, e.g. \'{"epochs": 15}\'')
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     sequences = args.sequences or (QUICK_SEQUENCES if args.quick else DEFAULT_SEQUENCES)
     seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
-    config = QUICK_CONFIG if args.quick else {}
+    config = {**(QUICK_CONFIG if args.quick else {}), **args.config}
 
     print("hypernet (UnCLe-style) request sequences through the ledger and worker")
     print(f"config: {HypernetConfig(**config)}")
