@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Engine, delete, exists, func, select, update
+from sqlalchemy.orm import Session
 
 from store import audit
 from store import records as rec
@@ -109,16 +109,24 @@ def _report(row: ReportRow, model: str) -> rec.Report:
                       row.json_sha256)
 
 
-def _event(s: Session, model_id: int, request_id: str | None, kind: str, **detail: Any) -> None:
+def _lock_model(s: Session, model_id: int, *, skip_locked: bool = False) -> ModelRow | None:
+    # FOR NO KEY UPDATE, not FOR UPDATE: rows this transaction already inserted
+    # with a foreign key to the model hold KEY SHARE on it, and two such
+    # transactions upgrading to FOR UPDATE deadlock each other
+    return s.scalar(
+        select(ModelRow).where(ModelRow.id == model_id).with_for_update(key_share=True, skip_locked=skip_locked)
+    )
+
+
+def _event(s: Session, model_id: int, request_id: str | None, kind: str, *, locked: ModelRow | None = None,
+           **detail: Any) -> None:
     """Append an event to the model's audit chain.
 
     Locking the model row serialises appends per model (PostgreSQL; SQLite
     already has one writer), so two transactions never fork the chain.
+    ``locked`` is the model row when this transaction already holds its lock.
     """
-    # FOR NO KEY UPDATE, not FOR UPDATE: rows this transaction already inserted
-    # with a foreign key to the model hold KEY SHARE on it, and two such
-    # transactions upgrading to FOR UPDATE deadlock each other
-    model = s.scalar(select(ModelRow).where(ModelRow.id == model_id).with_for_update(key_share=True))
+    model = locked if locked is not None else _lock_model(s, model_id)
     at = utcnow()
     seq = model.audit_seq + 1
     digest = audit.event_hash(model_id, seq, request_id, kind, detail, at, model.audit_head)
@@ -325,6 +333,10 @@ class Ledger:
     ) -> rec.Request:
         now = utcnow()
         with self._begin() as s:
+            # Taking the model lock before the insert allocates seq makes seq
+            # order commit order within a model: otherwise a request could
+            # commit after a later-numbered one had already been claimed.
+            locked = _lock_model(s, model.id)
             task_row = s.scalar(select(TaskRow).where(TaskRow.model_id == model.id, TaskRow.name == task))
             if task_row is None:
                 task_row = TaskRow(model_id=model.id, name=task, state=PENDING, classes=sorted(set(classes)),
@@ -366,7 +378,8 @@ class Ledger:
                 )
                 for i, (sid, label, subj) in enumerate(zip(sample_ids, labels, subject_hashes, strict=True))
             )
-            _event(s, model.id, row.id, "submitted", request_kind="learn", task=task, n_samples=len(sample_ids))
+            _event(s, model.id, row.id, "submitted", locked=locked, request_kind="learn", task=task,
+                   n_samples=len(sample_ids))
             return _request(row, model.name)
 
     def submit_forget(
@@ -382,6 +395,7 @@ class Ledger:
         reason: str | None,
     ) -> rec.Request:
         with self._begin() as s:
+            locked = _lock_model(s, model.id)  # before seq is allocated, as in submit_learn
             row = RequestRow(
                 id=str(uuid.uuid4()),
                 model_id=model.id,
@@ -399,7 +413,8 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            _event(s, model.id, row.id, "submitted", request_kind="forget", target=target, due_at=due_at.isoformat())
+            _event(s, model.id, row.id, "submitted", locked=locked, request_kind="forget", target=target,
+                   due_at=due_at.isoformat())
             return _request(row, model.name)
 
     def submit_retrain(self, model_id: int, *, units: Sequence[int], reason: str,
@@ -409,6 +424,7 @@ class Ledger:
         retrains whatever needs it when it runs. It queues behind the model's
         other requests, so per-model order, leases and fencing apply to it."""
         with self._begin() as s:
+            locked = _lock_model(s, model_id)  # before seq is allocated, as in submit_learn
             queued = s.scalar(select(RequestRow.id).where(
                 RequestRow.model_id == model_id, RequestRow.kind == "retrain", RequestRow.status == QUEUED))
             if queued is not None:
@@ -422,9 +438,9 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            _event(s, model_id, row.id, "submitted", request_kind="retrain", target=target, reason=reason)
-            name = s.scalar(select(ModelRow.name).where(ModelRow.id == model_id))
-            return _request(row, name)
+            _event(s, model_id, row.id, "submitted", locked=locked, request_kind="retrain", target=target,
+                   reason=reason)
+            return _request(row, locked.name)
 
     def open_forget_of_task(self, model_id: int, task: str) -> str | None:
         """The id of a queued or running forget of ``task``, if any."""
@@ -502,38 +518,63 @@ class Ledger:
     def claim(self, owner: str, lease_seconds: float, model_id: int | None = None) -> rec.Claim | None:
         """Take the oldest queued request of a model that has none running.
 
-        Per-model order is ledger order: a request is eligible only when no
-        older request of its model is still queued and none is running.
+        Per-model order is ledger order: only a model's oldest queued request
+        is eligible, and only while none of its requests is running.
+
+        The candidates (each idle model's head, oldest first) are read without
+        locks; then a candidate's model row is locked, which every change to
+        that model's requests also takes, and the head is read again under it.
+        Both locks skip rows another transaction holds, so a claim never waits
+        and never deadlocks; it moves on to the next model instead. Each step
+        is an index lookup per model, so a claim costs the same with ten or
+        ten thousand requests queued.
         """
         now = utcnow()
-        other = aliased(RequestRow)
-        busy = exists().where(
-            other.model_id == RequestRow.model_id,
-            (other.status == RUNNING) | and_(other.status == QUEUED, other.seq < RequestRow.seq),
-        )
-        q = select(RequestRow).where(RequestRow.status == QUEUED, ~busy)
-        if model_id is not None:
-            q = q.where(RequestRow.model_id == model_id)
-        q = q.order_by(RequestRow.seq).limit(1).with_for_update(skip_locked=True)
         with self._begin() as s:
-            row = s.scalar(q)
-            if row is None:
-                return None
-            row.status = RUNNING
-            row.attempt += 1
-            row.lease_owner = owner
-            row.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-            row.started_at = now
-            _event(s, row.model_id, row.id, "claimed", owner=owner, attempt=row.attempt)
-            model_row = s.get(ModelRow, row.model_id)
-            return rec.Claim(
-                request=_request(row, model_row.name),
-                model=_model(model_row),
-                owner=owner,
-                attempt=row.attempt,
-                payload_digest=row.payload_digest,
-                payload_sha=row.payload_sha,
-            )
+            for candidate in s.scalars(self._idle_heads(model_id)).all():
+                model_row = _lock_model(s, candidate, skip_locked=True)
+                if model_row is None:
+                    continue
+                head = (
+                    select(RequestRow)
+                    .where(RequestRow.seq == self._head_seq(candidate).scalar_subquery(), ~self._running(candidate))
+                    .with_for_update(skip_locked=True)
+                )
+                row = s.scalar(head)
+                if row is None:
+                    continue
+                row.status = RUNNING
+                row.attempt += 1
+                row.lease_owner = owner
+                row.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+                row.started_at = now
+                _event(s, row.model_id, row.id, "claimed", locked=model_row, owner=owner, attempt=row.attempt)
+                return rec.Claim(
+                    request=_request(row, model_row.name),
+                    model=_model(model_row),
+                    owner=owner,
+                    attempt=row.attempt,
+                    payload_digest=row.payload_digest,
+                    payload_sha=row.payload_sha,
+                )
+            return None
+
+    @staticmethod
+    def _head_seq(model_id):
+        return select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id, RequestRow.status == QUEUED)
+
+    @staticmethod
+    def _running(model_id):
+        return exists().where(RequestRow.model_id == model_id, RequestRow.status == RUNNING)
+
+    def _idle_heads(self, model_id: int | None):
+        """Model ids with a queued request and none running, oldest head first."""
+        head = self._head_seq(ModelRow.id).correlate(ModelRow).scalar_subquery()
+        heads = select(ModelRow.id.label("model_id"), head.label("head")).where(~self._running(ModelRow.id).correlate(ModelRow))
+        if model_id is not None:
+            heads = heads.where(ModelRow.id == model_id)
+        heads = heads.subquery()
+        return select(heads.c.model_id).where(heads.c.head.is_not(None)).order_by(heads.c.head)
 
     def _owned(self, s: Session, claim: rec.Claim) -> RequestRow:
         row = s.scalar(

@@ -118,6 +118,8 @@ class RequestRow(Base):
     __table_args__ = (
         UniqueConstraint("model_id", "idempotency_key"),
         Index("ix_requests_status_model", "status", "model_id"),
+        # a claim reads each model's oldest queued request and whether one is running
+        Index("ix_requests_model_status_seq", "model_id", "status", "seq"),
     )
 
     # seq orders the ledger; id is what users see
