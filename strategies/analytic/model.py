@@ -180,7 +180,14 @@ class AnalyticStrategy(Strategy):
         return np.random.default_rng([self.config.seed, 1]).standard_normal(self.config.width)
 
     def _phi(self, X: np.ndarray) -> np.ndarray:
-        return np.maximum(X @ self._W_rand + self._b, 0.0)
+        """phi(X), shape (n, width): a row-major view of the column-major phi(X)^T."""
+        # Every product of an update goes through scipy's BLAS. numpy's wheel
+        # bundles its own OpenBLAS; after a threaded call its threads keep
+        # spinning for a while, and interleaving the two pools on two cores
+        # made a 100-sample forget take 100 ms instead of 36.
+        P = blas.dgemm(1.0, self._W_rand, X, trans_a=1, trans_b=1)
+        P += self._b[:, None]
+        return np.maximum(P, 0.0, out=P).T
 
     def _update(self, Phi: np.ndarray, Y: np.ndarray, sign: float) -> None:
         """Add (sign=+1) or remove (sign=-1) the rows of Phi with targets Y.
@@ -188,30 +195,37 @@ class AnalyticStrategy(Strategy):
         The positive-definiteness check that refuses a bad forget runs before
         the state changes, so a refused forget leaves the state as it was.
         """
-        C = self._C + sign * (Phi.T @ Y)
+        C = blas.dgemm(sign, Phi.T, Y, beta=1.0, c=self._C)
         if len(Phi) >= self.config.width:
             # Woodbury would cost O(n d^2 + n^3) here, more than a fresh O(d^3)
             # factorisation, which is also free of accumulated round-off.
             A = np.asfortranarray(_symmetric(self._A) + sign * (Phi.T @ Phi))
             self._R = self._inverse(A)
             self._A, self._C = A, C
+            self._W = self._head()
         else:
-            self._woodbury(Phi, sign)
-            self._C = C
-            if self._drift() > self.config.drift_tol:
-                self._R = self._inverse(self._A)
-                self.refreshes += 1
-        self._W = self._head()
+            self._woodbury(Phi, Y, C, sign)
 
-    def _woodbury(self, Phi: np.ndarray, sign: float) -> None:
-        # (A + s Phi^T Phi)^-1 = R - s R Phi^T (I + s Phi R Phi^T)^-1 Phi R  for s = +/-1.
-        # With U = R Phi^T and S = I + s Phi U = L L^T, the correction is V^T V for
-        # V = L^-1 U^T. A and R are symmetric, so only their lower triangles are
-        # kept current: the rank-n updates are symmetric rank-k BLAS calls (syrk)
-        # and every product with them reads one triangle (symm, symv). That is
-        # about 4 n d^2 flops a request instead of 6 n d^2 with full products.
-        U = blas.dsymm(1.0, self._R, Phi.T, lower=1)
-        S = np.eye(len(Phi)) + sign * (Phi @ U)
+    def _woodbury(self, Phi: np.ndarray, Y: np.ndarray, C: np.ndarray, sign: float) -> None:
+        """Rank-n update of A, R = A^-1 and W = A^-1 C, for n below the width.
+
+        (A + s Phi^T Phi)^-1 = R - s V^T V with U = R Phi^T, S = I + s Phi U = L L^T
+        and V = L^-1 U^T, for s = +/-1. A step is memory-bound on its passes
+        over the two d x d matrices, so it makes as few as it can: one product
+        with R serves U and the drift probe; W follows by recursive least
+        squares in O(n d c); one product with the updated A gives both the
+        drift and the residual of W against the exact statistics; one more
+        with R refines W by that residual. A and R are symmetric and only their
+        lower triangles are kept current (symm and syrk read and write one
+        triangle), in place, since both are Fortran-ordered.
+        """
+        n, v = len(Phi), self._probe
+        # Phi.T is column-major (see _phi): the layout syrk reads about twice
+        # as fast as the row-major n x d one.
+        P = Phi.T
+        RB = blas.dsymm(1.0, self._R, np.asfortranarray(np.column_stack([P, v])), lower=1)
+        U, Rv = RB[:, :n], RB[:, n]
+        S = blas.dgemm(sign, P, U, trans_a=1, beta=1.0, c=np.eye(n), overwrite_c=1)
         try:
             # S is positive definite exactly when the updated A is, so a failure
             # here means the forget set held samples that A never contained.
@@ -219,11 +233,31 @@ class AnalyticStrategy(Strategy):
         except np.linalg.LinAlgError:
             raise ValueError(self._indefinite_message()) from None
         V = solve_triangular(L, U.T, lower=True)
-        # In place: A and R are Fortran-ordered, so BLAS writes into them without
-        # a copy of 8 d^2 bytes per request.
-        # syrk runs about twice as fast on a column-major d x n operand (trans=0)
-        # as on the row-major n x d one; Phi.T is that already, V.T nearly so.
-        self._A = blas.dsyrk(sign, Phi.T, beta=1.0, c=self._A, trans=0, lower=1, overwrite_c=1)
+
+        def correct(B: np.ndarray) -> np.ndarray:
+            """s V^T V B: what R's update changes in R B."""
+            return sign * blas.dgemm(1.0, V, blas.dgemm(1.0, V, B), trans_a=1)
+
+        # W_new = W + s A_new^-1 Phi^T (Y - Phi W), and A_new^-1 Phi^T = U S^-1 = V^T L^-1.
+        E = blas.dgemm(-1.0, P, self._W, trans_a=1, beta=1.0, c=Y)
+        W = self._W + sign * blas.dgemm(1.0, V, solve_triangular(L, E, lower=True), trans_a=1)
+        Rv_new = Rv - correct(v[:, None])[:, 0]
+
+        self._A = blas.dsyrk(sign, P, beta=1.0, c=self._A, trans=0, lower=1, overwrite_c=1)
+        self._C = C
+        AB = blas.dsymm(1.0, self._A, np.asfortranarray(np.column_stack([W, Rv_new])), lower=1)
+        drift = np.linalg.norm(AB[:, -1] - v) / np.linalg.norm(v)
+        if drift > self.config.drift_tol:
+            # R has accumulated too much round-off: rebuild it (and W) from A.
+            self._R = self._inverse(self._A)
+            self._W = self._head()
+            self.refreshes += 1
+            return
+        # One step of iterative refinement against the exact statistics: R may
+        # be off by up to drift_tol, and W inherits that magnified by the
+        # conditioning of A. R_new r = R r - s V^T V r uses R before its update.
+        residual = C - AB[:, :-1]
+        self._W = W + blas.dsymm(1.0, self._R, residual, lower=1) - correct(residual)
         self._R = blas.dsyrk(-sign, np.asfortranarray(V.T), beta=1.0, c=self._R, trans=0, lower=1, overwrite_c=1)
 
     def _inverse(self, A: np.ndarray) -> np.ndarray:
@@ -246,12 +280,6 @@ class AnalyticStrategy(Strategy):
         W = blas.dsymm(1.0, self._R, self._C, lower=1)
         residual = self._C - blas.dsymm(1.0, self._A, W, lower=1)
         return W + blas.dsymm(1.0, self._R, residual, lower=1)
-
-    def _drift(self) -> float:
-        """Relative residual |A R v - v| / |v| on the fixed probe v; O(d^2)."""
-        v = self._probe
-        Rv = blas.dsymv(1.0, self._R, v, lower=1)
-        return float(np.linalg.norm(blas.dsymv(1.0, self._A, Rv, lower=1) - v) / np.linalg.norm(v))
 
     @staticmethod
     def _indefinite_message() -> str:
