@@ -4,6 +4,7 @@ each applied exactly once, in per-model ledger order."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -53,3 +54,53 @@ def test_two_workers_apply_each_request_once_in_model_order(pg_url, tmp_path):
         assert [v.version for v in lc.versions(model)] == list(range(1, 51))
     owners = {e.detail["owner"] for e in lc.ledger.events() if e.kind == "claimed"}
     assert len(owners) == 2  # both workers took part
+
+
+def _two_models_with_queued_learns(url, tmp_path):
+    lc = lifecycle.connect(url, artifacts=tmp_path / "artifacts")
+    rng = np.random.default_rng(1)
+    probe = (rng.random((4, 4), dtype=np.float32), np.array([0, 1, 0, 1]))
+    requests = {}
+    for name in ("first", "second"):
+        lc.create_model(name, strategy="analytic", n_features=4, n_classes=2, config={"width": 8})
+        requests[name] = lc.learn(name, task="t", X=rng.random((2, 4), dtype=np.float32), y=np.array([0, 1]),
+                                  sample_ids=[f"{name}/0", f"{name}/1"], probe=probe)
+    return lc, requests
+
+
+def test_claim_skips_a_model_whose_row_another_transaction_holds(pg_url, tmp_path):
+    lc, requests = _two_models_with_queued_learns(pg_url, tmp_path)
+    first = lc.ledger.model("first")
+    with lc.ledger.engine.connect() as other:
+        other.exec_driver_sql(f"SELECT id FROM models WHERE id = {first.id} FOR NO KEY UPDATE")
+        claim = lc.ledger.claim("w1", 30.0)  # returns at once instead of waiting for the lock
+        assert claim is not None and claim.request.id == requests["second"].id
+        assert lc.ledger.claim("w2", 30.0) is None  # the only other head sits behind the held lock
+        other.rollback()
+    claim = lc.ledger.claim("w2", 30.0)
+    assert claim is not None and claim.request.id == requests["first"].id
+
+
+def test_submit_takes_its_sequence_number_only_under_the_model_lock(pg_url, tmp_path):
+    # Two submits to one model must commit in sequence order, or a worker could
+    # apply the later one first; so a submit waits for the model lock before
+    # inserting, while a submit to another model does not wait at all.
+    lc, requests = _two_models_with_queued_learns(pg_url, tmp_path)
+    first = lc.ledger.model("first")
+    done = {}
+
+    def submit(name):
+        done[name] = lc.forget(name, samples=[f"{name}/0"])
+
+    with lc.ledger.engine.connect() as other:
+        other.exec_driver_sql(f"SELECT id FROM models WHERE id = {first.id} FOR NO KEY UPDATE")
+        blocked = threading.Thread(target=submit, args=("first",))
+        blocked.start()
+        submit("second")
+        blocked.join(timeout=1.0)
+        assert blocked.is_alive() and "first" not in done
+        other.rollback()
+    blocked.join(timeout=30)
+    assert not blocked.is_alive()
+    seq = {r.id: i for i, r in enumerate(lc.requests())}
+    assert seq[done["second"].id] < seq[done["first"].id]  # numbered in commit order
