@@ -570,7 +570,8 @@ class Ledger:
     def _idle_heads(self, model_id: int | None):
         """Model ids with a queued request and none running, oldest head first."""
         head = self._head_seq(ModelRow.id).correlate(ModelRow).scalar_subquery()
-        heads = select(ModelRow.id.label("model_id"), head.label("head")).where(~self._running(ModelRow.id).correlate(ModelRow))
+        idle = ~self._running(ModelRow.id).correlate(ModelRow)
+        heads = select(ModelRow.id.label("model_id"), head.label("head")).where(idle)
         if model_id is not None:
             heads = heads.where(ModelRow.id == model_id)
         heads = heads.subquery()

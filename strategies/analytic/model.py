@@ -210,14 +210,15 @@ class AnalyticStrategy(Strategy):
         """Rank-n update of A, R = A^-1 and W = A^-1 C, for n below the width.
 
         (A + s Phi^T Phi)^-1 = R - s V^T V with U = R Phi^T, S = I + s Phi U = L L^T
-        and V = L^-1 U^T, for s = +/-1. A step is memory-bound on its passes
-        over the two d x d matrices, so it makes as few as it can: one product
-        with R serves U and the drift probe; W follows by recursive least
-        squares in O(n d c); one product with the updated A gives both the
-        drift and the residual of W against the exact statistics; one more
-        with R refines W by that residual. A and R are symmetric and only their
-        lower triangles are kept current (symm and syrk read and write one
-        triangle), in place, since both are Fortran-ordered.
+        and V = L^-1 U^T, for s = +/-1. Besides the O(n d^2) arithmetic, each
+        pass over one of the two d x d matrices costs a few milliseconds at
+        d = 2048, so a step makes as few as it can: one product with R serves
+        U and the drift probe; W follows by recursive least squares in
+        O(n d c); one product with the updated A gives both the drift and the
+        residual of W against the exact statistics; one more with R refines W
+        by that residual. A and R are symmetric and only their lower triangles
+        are kept current (symm and syrk read and write one triangle), in
+        place, since both are Fortran-ordered.
         """
         n, v = len(Phi), self._probe
         # Phi.T is column-major (see _phi): the layout syrk reads about twice

@@ -328,7 +328,9 @@ class HypernetStrategy(Strategy):
         once a fresh draw generates far smaller weights than the tasks being
         served. The start is the mean of the active embeddings, not one task's:
         a new task started next to a single task's embedding dragged that
-        task's generated weights along and cost it about 3 points.
+        task's generated weights along and cost it about 3 points. Only if the
+        mean too generates far too small weights does it start from the latest
+        active task's embedding.
         """
         active = self._active_indices()
         if not active:
