@@ -80,6 +80,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, float]:
         "speedup": retrain_med / forget_med,
         "gap": float(gap),
         "refreshes": strategy.refreshes,
+        "refinements": strategy.refinements,
     }
 
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
     print(f"target: >= {TARGET_SPEEDUP:.0f}x at n = {TARGET_N:,}, gap < {TARGET_GAP:g}")
     print()
-    header = f"{'n':>8} {'build s':>8} {'forget ms':>10} {'retrain ms':>11} {'speed-up':>9} {'gap':>9} {'refreshes':>9}"
+    header = f"{'n':>8} {'build s':>8} {'forget ms':>10} {'retrain ms':>11} {'speed-up':>9} {'gap':>9} {'refreshes':>9} {'refined':>7}"
     print(header)
     print("-" * len(header))
     rows = []
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         row = run_size(n, args)
         rows.append(row)
         print(f"{row['n']:>8,} {row['build_s']:>8.1f} {row['forget_ms']:>10.1f} {row['retrain_ms']:>11.1f} "
-              f"{row['speedup']:>8.1f}x {row['gap']:>9.1e} {row['refreshes']:>9}", flush=True)
+              f"{row['speedup']:>8.1f}x {row['gap']:>9.1e} {row['refreshes']:>9} {row['refinements']:>7}", flush=True)
     for row in rows:
         if row["n"] == TARGET_N:
             met = row["speedup"] >= TARGET_SPEEDUP and row["gap"] < TARGET_GAP

@@ -14,12 +14,16 @@ class AnalyticConfig:
     seed: seeds the frozen random projection.
     drift_tol: relative residual of A @ inv(A) on a probe vector above which
         the kept inverse is refreshed from A.
+    residual_tol: relative residual of the head's normal equations on a probe
+        vector, |v^T (C - A W)| / (|v^T C| + |v^T A W|), above which the head
+        is refined against the exact statistics.
     """
 
     width: int = 1024
     gamma: float = 0.1
     seed: int = 0
     drift_tol: float = 1e-9
+    residual_tol: float = 1e-12
 
     def __post_init__(self) -> None:
         if not isinstance(self.width, int) or isinstance(self.width, bool) or not 1 <= self.width <= 65536:
@@ -30,3 +34,5 @@ class AnalyticConfig:
             raise StrategyConfigError(f"seed must be a non-negative integer, not {self.seed!r}")
         if not isinstance(self.drift_tol, (int, float)) or not 0 < self.drift_tol < 1:
             raise StrategyConfigError(f"drift_tol must be in (0, 1), not {self.drift_tol!r}")
+        if not isinstance(self.residual_tol, (int, float)) or not 0 < self.residual_tol < 1:
+            raise StrategyConfigError(f"residual_tol must be in (0, 1), not {self.residual_tol!r}")

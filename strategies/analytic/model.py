@@ -7,14 +7,15 @@ equals the ridge solution on the retained samples alone.
 
 The inverse ``R = A^-1`` is kept current by Woodbury updates so that a request
 of n samples costs O(n d^2) instead of the O(d^3) of a fresh factorisation.
-Round-off in those updates compounds over many requests, so a cheap probe
-checks R against A after every update and rebuilds R from A when it drifts.
+Round-off in those updates compounds over many requests, so cheap probes
+check R and the head against the statistics after every update; R is rebuilt
+from A when it drifts, and the head is refined when its residual is off.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, cho_factor, cho_solve, cholesky, solve_triangular
+from scipy.linalg import blas, cho_factor, cho_solve, lapack
 
 from strategies.analytic import TAGS
 from strategies.analytic.config import AnalyticConfig
@@ -41,10 +42,13 @@ class AnalyticStrategy(Strategy):
     _R: np.ndarray | None = None
     _W: np.ndarray | None = None
     _probe: np.ndarray | None = None
+    _Av: np.ndarray | None = None  # A @ _probe, kept current by every update
     _n_samples: int = 0
     # Rebuilds of R from A forced by the drift check (not the ones a batch at
     # least as large as the width takes by choice, see _update).
     refreshes: int = 0
+    # Steps whose head failed the residual probe and was refined (see _woodbury).
+    refinements: int = 0
 
     # ----------------------------------------------------------------- contract
 
@@ -104,7 +108,8 @@ class AnalyticStrategy(Strategy):
         out = np.empty((len(X), self.n_classes), dtype=np.float64)
         for start in range(0, len(X), _PREDICT_CHUNK):
             stop = start + _PREDICT_CHUNK
-            out[start:stop] = self._phi(X[start:stop]) @ self._W
+            # scipy's BLAS, like every update (see _phi): numpy's pool would spin against it.
+            out[start:stop] = blas.dgemm(1.0, self._phi(X[start:stop]).T, self._W, trans_a=1)
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -153,6 +158,7 @@ class AnalyticStrategy(Strategy):
         self._probe = self._probe_vector()
         self._A, self._C, self._R = A, C, R
         self._W = self._head()
+        self._Av = blas.dsymv(1.0, A, self._probe, lower=1)
         self._n_samples = int(n_samples)
 
     # ---------------------------------------------------------------- internals
@@ -173,6 +179,7 @@ class AnalyticStrategy(Strategy):
         self._C = np.zeros((width, self.n_classes))
         self._R = np.asfortranarray(np.eye(width) / self.config.gamma)
         self._W = np.zeros((width, self.n_classes))
+        self._Av = self.config.gamma * self._probe
         self._n_samples = 0
 
     def _probe_vector(self) -> np.ndarray:
@@ -200,66 +207,76 @@ class AnalyticStrategy(Strategy):
             # Woodbury would cost O(n d^2 + n^3) here, more than a fresh O(d^3)
             # factorisation, which is also free of accumulated round-off.
             A = np.asfortranarray(_symmetric(self._A) + sign * (Phi.T @ Phi))
-            self._R = self._inverse(A)
-            self._A, self._C = A, C
+            R = self._inverse(A)  # raises before anything is assigned
+            self._A, self._C, self._R = A, C, R
             self._W = self._head()
+            self._Av = blas.dsymv(1.0, A, self._probe, lower=1)
         else:
             self._woodbury(Phi, Y, C, sign)
 
     def _woodbury(self, Phi: np.ndarray, Y: np.ndarray, C: np.ndarray, sign: float) -> None:
         """Rank-n update of A, R = A^-1 and W = A^-1 C, for n below the width.
 
-        (A + s Phi^T Phi)^-1 = R - s V^T V with U = R Phi^T, S = I + s Phi U = L L^T
-        and V = L^-1 U^T, for s = +/-1. Besides the O(n d^2) arithmetic, each
-        pass over one of the two d x d matrices costs a few milliseconds at
-        d = 2048, so a step makes as few as it can: one product with R serves
-        U and the drift probe; W follows by recursive least squares in
-        O(n d c); one product with the updated A gives both the drift and the
-        residual of W against the exact statistics; one more with R refines W
-        by that residual. A and R are symmetric and only their lower triangles
-        are kept current (symm and syrk read and write one triangle), in
-        place, since both are Fortran-ordered.
+        (A + s Phi^T Phi)^-1 = R - s V V^T with U = R Phi^T, S = I + s Phi U =
+        L L^T and V = U L^-T, for s = +/-1; W follows by recursive least
+        squares in O(n d c). Beyond that arithmetic, every pass over one of the
+        two d x d matrices costs milliseconds at d = 2048, so a step makes
+        only the three it cannot avoid: U, and the updates of A and R (symm
+        and syrk read and write only the lower triangles, in place, since both
+        are Fortran-ordered).
+
+        The checks ride along as Freivalds-style probes: Av = A v is kept
+        current in O(n d), so one extra column in the product that gives U
+        checks R A v = v, and v^T (C - A W) = v^T C - Av^T W checks the head
+        against the exact statistics in O(d c). Only a failed check pays for a
+        full pass: a drifted R is rebuilt from A; a head whose residual is off
+        gets one step of iterative refinement, which also re-syncs Av.
         """
         n, v = len(Phi), self._probe
         # Phi.T is column-major (see _phi): the layout syrk reads about twice
         # as fast as the row-major n x d one.
         P = Phi.T
-        RB = blas.dsymm(1.0, self._R, np.asfortranarray(np.column_stack([P, v])), lower=1)
-        U, Rv = RB[:, :n], RB[:, n]
+        Av = self._Av + sign * blas.dgemv(1.0, P, blas.dgemv(1.0, P, v, trans=1))
+        RB = blas.dsymm(1.0, self._R, np.asfortranarray(np.column_stack([P, Av])), lower=1)
+        U, RAv = RB[:, :n], RB[:, n]
         S = blas.dgemm(sign, P, U, trans_a=1, beta=1.0, c=np.eye(n), overwrite_c=1)
-        try:
+        L, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
             # S is positive definite exactly when the updated A is, so a failure
             # here means the forget set held samples that A never contained.
-            L = cholesky(S, lower=True)
-        except np.linalg.LinAlgError:
-            raise ValueError(self._indefinite_message()) from None
-        V = solve_triangular(L, U.T, lower=True)
+            raise ValueError(self._indefinite_message())
+        V = blas.dtrsm(1.0, L, U, side=1, lower=1, trans_a=1)
 
-        def correct(B: np.ndarray) -> np.ndarray:
-            """s V^T V B: what R's update changes in R B."""
-            return sign * blas.dgemm(1.0, V, blas.dgemm(1.0, V, B), trans_a=1)
+        def corrected(RB: np.ndarray, B: np.ndarray) -> np.ndarray:
+            """R_new B, given R B: R B - s V V^T B."""
+            return blas.dgemm(-sign, V, blas.dgemm(1.0, V, B, trans_a=1), beta=1.0, c=RB)
 
-        # W_new = W + s A_new^-1 Phi^T (Y - Phi W), and A_new^-1 Phi^T = U S^-1 = V^T L^-1.
+        # W_new = W + s A_new^-1 Phi^T (Y - Phi W), and A_new^-1 Phi^T = U S^-1 = V L^-1.
         E = blas.dgemm(-1.0, P, self._W, trans_a=1, beta=1.0, c=Y)
-        W = self._W + sign * blas.dgemm(1.0, V, solve_triangular(L, E, lower=True), trans_a=1)
-        Rv_new = Rv - correct(v[:, None])[:, 0]
-
+        W = blas.dgemm(sign, V, blas.dtrsm(1.0, L, E, lower=1), beta=1.0, c=self._W)
         self._A = blas.dsyrk(sign, P, beta=1.0, c=self._A, trans=0, lower=1, overwrite_c=1)
-        self._C = C
-        AB = blas.dsymm(1.0, self._A, np.asfortranarray(np.column_stack([W, Rv_new])), lower=1)
-        drift = np.linalg.norm(AB[:, -1] - v) / np.linalg.norm(v)
+        self._C, self._Av = C, Av
+
+        drift = np.linalg.norm(corrected(RAv[:, None], Av[:, None])[:, 0] - v) / np.linalg.norm(v)
         if drift > self.config.drift_tol:
             # R has accumulated too much round-off: rebuild it (and W) from A.
             self._R = self._inverse(self._A)
             self._W = self._head()
+            self._Av = blas.dsymv(1.0, self._A, v, lower=1)
             self.refreshes += 1
             return
-        # One step of iterative refinement against the exact statistics: R may
-        # be off by up to drift_tol, and W inherits that magnified by the
-        # conditioning of A. R_new r = R r - s V^T V r uses R before its update.
-        residual = C - AB[:, :-1]
-        self._W = W + blas.dsymm(1.0, self._R, residual, lower=1) - correct(residual)
-        self._R = blas.dsyrk(-sign, np.asfortranarray(V.T), beta=1.0, c=self._R, trans=0, lower=1, overwrite_c=1)
+        self._R = blas.dsyrk(-sign, V, beta=1.0, c=self._R, trans=0, lower=1, overwrite_c=1)
+        vC, vAW = blas.dgemv(1.0, C, v, trans=1), blas.dgemv(1.0, W, Av, trans=1)
+        if np.linalg.norm(vC - vAW) > self.config.residual_tol * (np.linalg.norm(vC) + np.linalg.norm(vAW)):
+            W = self._refine(W)
+            self.refinements += 1
+        self._W = W
+
+    def _refine(self, W: np.ndarray) -> np.ndarray:
+        """W + R (C - A W): one step of iterative refinement; re-syncs Av on the way."""
+        AB = blas.dsymm(1.0, self._A, np.asfortranarray(np.column_stack([W, self._probe])), lower=1)
+        self._Av = AB[:, -1].copy()
+        return W + blas.dsymm(1.0, self._R, self._C - AB[:, :-1], lower=1)
 
     def _inverse(self, A: np.ndarray) -> np.ndarray:
         try:

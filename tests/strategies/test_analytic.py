@@ -89,8 +89,8 @@ def test_interleaved_learns_and_forgets_equal_ridge_on_retained(width, gamma, se
 
 
 def test_small_updates_use_woodbury_without_refreshing():
-    # The drift check and the refinement of W would both hide a wrong Woodbury
-    # update from the exactness check, but not from the refresh count.
+    # A refresh of R or a refinement of W would hide a wrong Woodbury update
+    # from the exactness check, but not from these counts.
     rng = np.random.default_rng(1)
     strategy = make(width=48)
     samples = {}
@@ -103,6 +103,25 @@ def test_small_updates_use_woodbury_without_refreshing():
     for i in forgotten:
         del samples[i]
     assert strategy.refreshes == 0
+    assert strategy.refinements == 0
+    assert_matches_ridge(strategy, samples)
+
+
+def test_residual_probe_catches_a_head_off_the_statistics_and_refines_it():
+    rng = np.random.default_rng(5)
+    strategy = make(width=48)
+    samples = {}
+    for k in range(5):
+        task = batch(rng, 10, f"b{k}")
+        strategy.learn(task)
+        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
+    # A head off by far more than round-off, as a wrong update would leave it.
+    strategy._W = strategy._W * (1 + 1e-7)
+    forgotten = sorted(samples)[:5]
+    strategy.forget(forget_of(samples, forgotten))
+    for i in forgotten:
+        del samples[i]
+    assert (strategy.refreshes, strategy.refinements) == (0, 1)
     assert_matches_ridge(strategy, samples)
 
 
@@ -234,7 +253,8 @@ def test_inputs_are_validated():
 @pytest.mark.parametrize(
     "values",
     [{"width": 0}, {"width": 1.5}, {"width": True}, {"width": 70000}, {"gamma": 0}, {"gamma": -1.0},
-     {"gamma": "big"}, {"seed": -1}, {"drift_tol": 0}, {"drift_tol": 1.0}],
+     {"gamma": "big"}, {"seed": -1}, {"drift_tol": 0}, {"drift_tol": 1.0},
+     {"residual_tol": 0}, {"residual_tol": -1e-12}],
 )
 def test_config_rejects_bad_values(values):
     with pytest.raises(StrategyConfigError):
