@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 
 import lifecycle
-from store.records import REJECTED
+from store.records import REJECTED, StepResult
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,22 +73,24 @@ def retrying(call, patience: float = 120.0):
             time.sleep(0.1)
 
 
-def start_worker(url: str, artifacts: Path, lease: float) -> subprocess.Popen:
+def start_worker(url: str, artifacts: Path, lease: float, claim_batch: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "lifecycle.cli", "serve", "--db", url, "--artifacts", str(artifacts),
-         "--interval", "0.02", "--lease-seconds", str(lease), "--log-level", "ERROR"],
+         "--interval", "0.02", "--lease-seconds", str(lease), "--claim-batch", str(claim_batch),
+         "--log-level", "ERROR"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
 
 def run(server: PostgresServer, *, phase: str, requests: int, models: int, workers: int, kill_every: float = 0.0,
-        max_kills: int | None = None, restart_db: bool = False, lease: float = 3.0, seed: int = 0,
-        progress=print) -> LoadResult:
+        max_kills: int | None = None, restart_db: bool = False, lease: float = 3.0, claim_batch: int = 1,
+        seed: int = 0, progress=print) -> LoadResult:
     """Feed ``requests`` through ``workers`` serve processes on a new database and check the outcome.
 
     With ``kill_every`` a random worker is SIGKILLed (and replaced) every so
     many seconds, at most ``max_kills`` times; with ``restart_db`` the server
-    is restarted once, when half the requests are in.
+    is restarted once, when half the requests are in. Each worker claims up
+    to ``claim_batch`` requests at a time.
     """
     url = server.new_database()
     root = Path(tempfile.mkdtemp(prefix="lifecycle-load-"))
@@ -123,7 +125,7 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
 
     submitters = [threading.Thread(target=submit_share, args=(k,), daemon=True) for k in range(SUBMITTERS)]
 
-    procs = [start_worker(url, root / "artifacts", lease) for _ in range(workers)]
+    procs = [start_worker(url, root / "artifacts", lease, claim_batch) for _ in range(workers)]
     started = time.monotonic()
     for t in submitters:
         t.start()
@@ -141,7 +143,7 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
                 victim = random.Random(kills).randrange(len(procs))
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
-                procs[victim] = start_worker(url, root / "artifacts", lease)
+                procs[victim] = start_worker(url, root / "artifacts", lease, claim_batch)
                 kills += 1
                 next_kill = now + kill_every
             if not restarted and len(submitted) >= requests // 2:
@@ -162,23 +164,25 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
     return _check(lc, phase, submitted, requests, workers, kills, restarts, wall)
 
 
-def _claim_loop(url: str, artifacts: str, results) -> None:
-    """One claimer process: claim and finish at once until the queue is empty."""
+def _claim_loop(url: str, artifacts: str, batch: int, results) -> None:
+    """One claimer process: claim ``batch`` models at a time and commit them at once, until the queue is empty."""
     lc = lifecycle.connect(url, artifacts=artifacts, create=False)
     owner, n = f"claimer-{os.getpid()}", 0
-    while (claim := lc.ledger.claim(owner, 30.0)) is not None:
-        lc.ledger.finish_unapplied(claim, REJECTED, "claim benchmark")
-        n += 1
+    while claims := lc.ledger.claim_many(owner, 30.0, limit=batch):
+        lc.ledger.commit_steps([StepResult(claim, REJECTED, error="claim benchmark") for claim in claims])
+        n += len(claims)
     results.put(n)
 
 
-def claim_capacity(server: PostgresServer, *, requests: int, models: int, workers: int, seed: int = 0,
-                   progress=print) -> tuple[int, float]:
+def claim_capacity(server: PostgresServer, *, requests: int, models: int, workers: int, batch: int = 1,
+                   seed: int = 0, progress=print) -> tuple[int, float]:
     """The queue's own ceiling: ``workers`` processes that claim and complete with no strategy step.
 
     Each claim is the real one (SKIP LOCKED, per-model order, lease, audit
-    event) and each completion the real fenced update; only the step between
-    them is left out. Returns (claims, claims per second).
+    event), ``batch`` models at a time as a worker started with that
+    --claim-batch takes them, and each batch's completion the real fenced
+    commit; only the steps between them are left out. Returns (claims, claims
+    per second).
     """
     url = server.new_database()
     root = Path(tempfile.mkdtemp(prefix="lifecycle-claims-"))
@@ -196,7 +200,8 @@ def claim_capacity(server: PostgresServer, *, requests: int, models: int, worker
             progress(f"claims: {i + 1}/{requests} queued")
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_claim_loop, args=(url, str(root / "artifacts"), results)) for _ in range(workers)]
+    procs = [ctx.Process(target=_claim_loop, args=(url, str(root / "artifacts"), batch, results))
+             for _ in range(workers)]
     started = time.monotonic()
     for p in procs:
         p.start()
@@ -254,6 +259,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--kill-every", type=float, default=5.0, help="seconds between SIGKILLs in the chaos phase")
     parser.add_argument("--lease", type=float, default=3.0)
+    parser.add_argument("--claim-batch", type=int, default=5,
+                        help="requests a worker claims at once (one per model) and commits together")
     args = parser.parse_args()
     # on SIGTERM run the finally blocks: they stop the worker processes and the server
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
@@ -270,17 +277,19 @@ def main() -> None:
 
     try:
         claims, claims_per_s = claim_capacity(server, requests=args.requests, models=args.models,
-                                              workers=args.workers, progress=progress)
+                                              workers=args.workers, batch=args.claim_batch, progress=progress)
         results = [
             run(server, phase="steady", requests=args.requests, models=args.models, workers=args.workers,
-                lease=args.lease, progress=progress),
+                lease=args.lease, claim_batch=args.claim_batch, progress=progress),
             run(server, phase="chaos", requests=args.requests, models=args.models, workers=args.workers,
-                kill_every=args.kill_every, restart_db=True, lease=args.lease, progress=progress),
+                kill_every=args.kill_every, restart_db=True, lease=args.lease, claim_batch=args.claim_batch,
+                progress=progress),
         ]
     finally:
         server.stop()
     print()
-    print(f"queue load on PostgreSQL: {args.requests} requests over {args.models} models, analytic width 8")
+    print(f"queue load on PostgreSQL: {args.requests} requests over {args.models} models, analytic width 8, "
+          f"claim batch {args.claim_batch}")
     print("targets: >= 500 claims/s with 4 workers; zero lost, duplicated or out of order")
     print(f"queue ceiling (claim + fenced completion, no step): {claims} claims by {args.workers} processes, "
           f"{claims_per_s:.1f} claims/s")

@@ -119,6 +119,8 @@ def serve(
     interval: float = typer.Option(1.0, help="Seconds between queue polls."),
     lease_seconds: float = typer.Option(60.0, help="Lease on a claimed request; renewed while it runs."),
     max_attempts: int = typer.Option(5, help="Lease expiries after which a request is failed."),
+    claim_batch: int = typer.Option(1, min=1, help="Requests claimed at once (one per model), applied in turn "
+                                                   "and committed together; raise it when steps are cheap."),
     summary_interval: float = typer.Option(300.0, help="Seconds between relapse summaries."),
     grace_seconds: float = typer.Option(30.0, help="On SIGTERM, how long the current step may finish."),
     reports: Optional[str] = typer.Option(None, help="Folder for relapse-summary.json and the periodic "
@@ -141,7 +143,8 @@ def serve(
     service = Service(_connect(db, artifacts), interval=interval, lease_seconds=lease_seconds,
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
                       reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
-                      report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports)
+                      report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports,
+                      claim_batch=claim_batch)
     raise typer.Exit(service.run())
 
 

@@ -50,12 +50,15 @@ class Service:
         report_interval: float = 3600.0,
         report_cron: str | None = None,
         keep_reports: int = 10,
+        claim_batch: int = 1,
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
             raise InvalidConfig("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
         if report_interval <= 0 or keep_reports < 1:
             raise InvalidConfig(f"report_interval must be positive and keep_reports at least 1, "
                                 f"not {report_interval} and {keep_reports}")
+        if isinstance(claim_batch, bool) or not isinstance(claim_batch, int) or claim_batch < 1:
+            raise InvalidConfig(f"claim_batch must be a positive integer, not {claim_batch!r}")
         self.report_trigger = _report_trigger(report_interval, report_cron)
         self.keep_reports = keep_reports
         self.lc = lc
@@ -63,7 +66,8 @@ class Service:
         self.summary_interval = summary_interval
         self.grace_seconds = grace_seconds
         self.reports_dir = Path(reports_dir) if reports_dir else None
-        self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts)
+        self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                             claim_batch=claim_batch)
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.telemetry: Telemetry | None = None
@@ -185,17 +189,19 @@ class Service:
             self.telemetry.close()
 
     def _finish_current_step(self) -> None:
+        """Wait up to the grace period for the batch in hand; hand back what is left of it."""
         deadline = time.monotonic() + self.grace_seconds
-        while self.worker.current is not None and time.monotonic() < deadline:
+        while self.worker.current and time.monotonic() < deadline:
             time.sleep(0.05)
-        claim = self.worker.current
-        if claim is None:
+        claims = list(self.worker.current)
+        if not claims:
             return
-        try:
-            self.lc.ledger.release(claim, "shutdown grace period ran out")
-            log.warning("handed request %s back to the queue: the grace period ran out", claim.request.id)
-        except LeaseLost:
-            pass
+        for claim in claims:
+            try:
+                self.lc.ledger.release(claim, "shutdown grace period ran out")
+                log.warning("handed request %s back to the queue: the grace period ran out", claim.request.id)
+            except LeaseLost:
+                pass
         # the step's thread cannot be interrupted; its late commit would be fenced anyway
         logging.shutdown()
         os._exit(0)

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,7 +26,20 @@ from lifecycle.api import Lifecycle
 from store.artifacts import ArtifactStore
 from store.errors import ArtifactMissing, LeaseLost
 from store.ledger import utcnow
-from store.records import FAILED, REJECTED, Claim, Evaluation, Model, ModelVersion, Request, Sample, StepOutcome, Task
+from store.records import (
+    APPLIED,
+    FAILED,
+    REJECTED,
+    Claim,
+    Evaluation,
+    Model,
+    ModelVersion,
+    Request,
+    Sample,
+    StepOutcome,
+    StepResult,
+    Task,
+)
 
 log = logging.getLogger("lifecycle.worker")
 
@@ -49,15 +63,26 @@ def chance(model: Model, task: Task, tags: strategies.Tags) -> float:
     return 1.0 / (len(task.classes) if tags.needs_task_id else model.n_classes)
 
 
+@dataclass
+class _Step:
+    """A step that ran, waiting for its batch's commit."""
+
+    result: StepResult
+    strategy: strategies.Strategy | None = None  # the updated model, when the step applied
+
+
 class Worker:
     def __init__(self, lc: Lifecycle, *, owner: str | None = None, lease_seconds: float = 60.0,
-                 max_attempts: int = 5) -> None:
+                 max_attempts: int = 5, claim_batch: int = 1) -> None:
         self.lc = lc
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        # Requests claimed at once (one per model): they run one after another
+        # and commit together, which pays off when steps are cheap.
+        self.claim_batch = claim_batch
         self.stopping = threading.Event()
-        self.current: Claim | None = None
+        self.current: list[Claim] = []  # the batch being worked on
         # called as on_step(strategy, kind, seconds) after each applied step (metrics)
         self.on_step: Callable[[str, str, float], None] | None = None
         self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
@@ -73,30 +98,55 @@ class Worker:
         model_id = None if model is None else self.lc.model(model).id
         done: list[Request] = []
         while not self.stopping.is_set() and (max_steps is None or len(done) < max_steps):
-            req = self.run_once(model_id)
-            if req is None:
+            limit = self.claim_batch if max_steps is None else min(self.claim_batch, max_steps - len(done))
+            batch = self.run_batch(model_id, limit)
+            if not batch:
                 break
-            done.append(req)
+            done.extend(batch)
         return done
 
-    def run_once(self, model_id: int | None = None) -> Request | None:
-        claim = self.ledger.claim(self.owner, self.lease_seconds, model_id)
-        if claim is None:
-            return None
-        self.current = claim
+    def run_batch(self, model_id: int | None = None, limit: int | None = None) -> list[Request]:
+        """Claim up to ``limit`` requests (one per model), apply them in turn, commit them together.
+
+        Returns the requests whose steps ran, as the ledger has them now. A
+        worker told to stop mid-batch hands the requests it has not started
+        back to the queue.
+        """
+        claims = self.ledger.claim_many(self.owner, self.lease_seconds, limit=limit or self.claim_batch,
+                                        model_id=model_id)
+        if not claims:
+            return []
+        self.current = list(claims)
         stop_beat = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(claim, stop_beat), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(claims, stop_beat), daemon=True)
         beat.start()
+        steps: list[_Step] = []
         try:
-            self._apply(claim)
-        except LeaseLost as exc:
-            log.warning("lost the lease: %s", exc, extra={"request_id": claim.request.id})
-            self._cache.pop(claim.model.id, None)
+            try:
+                for claim in claims:
+                    if self.stopping.is_set():
+                        break
+                    steps.append(self._step(claim))
+            except Exception:
+                # Commit what ran. The request whose step raised keeps its
+                # lease until it runs out, so max_attempts still bounds retries.
+                self._commit(steps)
+                self._release(claims[len(steps) + 1:], "an earlier step of the batch raised")
+                raise
+            self._commit(steps)
+            self._release(claims[len(steps):], "the worker is stopping")
         finally:
             stop_beat.set()
             beat.join()
-            self.current = None
-        return self.ledger.request(claim.request.id)
+            self.current = []
+        return [self.ledger.request(step.result.claim.request.id) for step in steps]
+
+    def _release(self, claims: list[Claim], why: str) -> None:
+        for claim in claims:
+            try:
+                self.ledger.release(claim, why)
+            except LeaseLost:
+                pass
 
     def maintain(self) -> None:
         """Periodic upkeep: re-queue expired leases, finish interrupted purges."""
@@ -105,19 +155,22 @@ class Worker:
         for m in self.ledger.models():
             self.purge(m)
 
-    def _heartbeat(self, claim: Claim, stop: threading.Event) -> None:
-        while not stop.wait(self.lease_seconds / 3):
-            try:
-                if not self.ledger.renew(claim, self.lease_seconds):
-                    log.warning("lease taken over; the step's commit will be refused",
-                                extra={"request_id": claim.request.id})
-                    return
-            except Exception as exc:  # the database may be restarting: keep trying until the step ends
-                log.warning("could not renew the lease: %s", exc, extra={"request_id": claim.request.id})
+    def _heartbeat(self, claims: list[Claim], stop: threading.Event) -> None:
+        held = list(claims)
+        while held and not stop.wait(self.lease_seconds / 3):
+            for claim in list(held):
+                try:
+                    if not self.ledger.renew(claim, self.lease_seconds):
+                        log.warning("lease taken over; the step's commit will be refused",
+                                    extra={"request_id": claim.request.id})
+                        held.remove(claim)
+                except Exception as exc:  # the database may be restarting: keep trying until the batch ends
+                    log.warning("could not renew the lease: %s", exc, extra={"request_id": claim.request.id})
 
     # ---- one step ------------------------------------------------------------
 
-    def _apply(self, claim: Claim) -> None:
+    def _step(self, claim: Claim) -> _Step:
+        """Apply one claimed request and verify the result; commits nothing."""
         model, req = claim.model, claim.request
         spec = strategies.get(model.strategy)
         base = self.ledger.latest_version(model.id)
@@ -139,16 +192,11 @@ class Worker:
                 task_states, forgotten_now = {}, ({task} if task is not None else set())
             step_seconds = time.perf_counter() - started
         except Rejected as exc:
-            self._cache.pop(model.id, None)
-            self.ledger.finish_unapplied(claim, REJECTED, str(exc))
             log.info("rejected: %s", exc, extra=ctx)
-            return
+            return _Step(StepResult(claim, REJECTED, error=str(exc)))
         except Exception as exc:  # a strategy failure must not take the worker down
-            self._cache.pop(model.id, None)
             log.exception("step failed", extra=ctx)
-            self.ledger.finish_unapplied(claim, FAILED, f"{type(exc).__name__}: {exc}")
-            return
-
+            return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
         evaluations, findings = self._verify(model, spec.tags, strategy, tasks, task_states, forgotten_now)
         removed = [s.sample_id for s in forgotten]
         digest = self.lc.artifacts.put(arrays.pack(strategy.state_dict()))
@@ -176,23 +224,37 @@ class Worker:
             certificate=cert,
             tasks_forgotten={t: next(e.accuracy for e in evaluations if e.task == t) for t in forgotten_now},
         )
-        try:
-            version = self.ledger.complete(claim, base_no, outcome)
-        except LeaseLost:
-            if not self.ledger.digest_in_use(digest):
-                self.lc.artifacts.delete(digest)
-            raise
-        self._cache[model.id] = (digest, strategy)
-        log.info("applied -> %s v%d in %.3f s", model.name, version.version, step_seconds,
-                 extra={**ctx, "version": version.version, "step_seconds": step_seconds})
-        if self.on_step is not None:
-            self.on_step(model.strategy, req.kind, step_seconds)
-        if req.kind == "forget":
-            self.purge(model)
-            self._schedule_retrain(model, strategy)
+        return _Step(StepResult(claim, APPLIED, base_version=base_no, outcome=outcome), strategy)
+
+    def _commit(self, steps: list[_Step]) -> None:
+        """Commit a batch's steps together, then do what follows each applied one."""
+        committed = self.ledger.commit_steps([step.result for step in steps])
+        for step, done in zip(steps, committed):
+            claim = step.result.claim
+            model, req = claim.model, claim.request
+            ctx = {"request_id": req.id, "model": model.name}
+            if done.lost is not None:
+                log.warning("lost the lease: %s", done.lost, extra=ctx)
+                digest = step.result.outcome.artifact_digest if step.result.outcome else None
+                if digest is not None and not self.ledger.digest_in_use(digest):
+                    self.lc.artifacts.delete(digest)
+                continue
+            if done.version is None:
+                continue
+            outcome = step.result.outcome
+            self._cache[model.id] = (outcome.artifact_digest, step.strategy)
+            log.info("applied -> %s v%d in %.3f s", model.name, done.version.version, outcome.step_seconds,
+                     extra={**ctx, "version": done.version.version, "step_seconds": outcome.step_seconds})
+            if self.on_step is not None:
+                self.on_step(model.strategy, req.kind, outcome.step_seconds)
+            if req.kind == "forget":
+                self.purge(model)
+                self._schedule_retrain(model, step.strategy)
 
     def _strategy(self, model: Model, version: ModelVersion | None) -> strategies.Strategy:
-        cached = self._cache.get(model.id)
+        # Taken out of the cache: the step changes it in place, and only a
+        # committed step puts it back under its new version's digest.
+        cached = self._cache.pop(model.id, None)
         if cached is not None and version is not None and cached[0] == version.artifact_digest:
             return cached[1]
         return load_strategy(self.lc.artifacts, model, version)

@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, delete, exists, func, select, union_all, update
+from sqlalchemy.orm import Session, aliased
 
 from store import audit
 from store import records as rec
@@ -516,48 +516,67 @@ class Ledger:
     # ---- claiming and leases ----------------------------------------------
 
     def claim(self, owner: str, lease_seconds: float, model_id: int | None = None) -> rec.Claim | None:
-        """Take the oldest queued request of a model that has none running.
+        """Take the oldest queued request of a model that has none running (see claim_many)."""
+        claims = self.claim_many(owner, lease_seconds, limit=1, model_id=model_id)
+        return claims[0] if claims else None
+
+    def claim_many(self, owner: str, lease_seconds: float, *, limit: int,
+                   model_id: int | None = None) -> list[rec.Claim]:
+        """Take the heads of up to ``limit`` models that have none running, oldest head first.
 
         Per-model order is ledger order: only a model's oldest queued request
         is eligible, and only while none of its requests is running.
 
         The candidates (each idle model's head, oldest first) are read without
-        locks; then a candidate's model row is locked, which every change to
-        that model's requests also takes, and the head is read again under it.
-        Both locks skip rows another transaction holds, so a claim never waits
-        and never deadlocks; it moves on to the next model instead. Each step
-        is an index lookup per model, so a claim costs the same with ten or
-        ten thousand requests queued.
+        locks; then the candidates' model rows are locked, which every change
+        to a model's requests also takes, and their heads are read again under
+        those locks. Both locks skip rows another transaction holds, so a
+        claim never waits and never deadlocks; it moves on to the next models
+        instead. Each step is an index lookup per model, so a claim costs the
+        same with ten or ten thousand requests queued, and claiming several
+        models at once shares one transaction's statements among them.
         """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
         now = utcnow()
+        expires = now + dt.timedelta(seconds=lease_seconds)
+        claimed: list[tuple[RequestRow, ModelRow]] = []
         with self._begin() as s:
-            for candidate in s.scalars(self._idle_heads(model_id)).all():
-                model_row = _lock_model(s, candidate, skip_locked=True)
-                if model_row is None:
+            candidates = s.scalars(self._idle_heads(model_id)).all()
+            while candidates and len(claimed) < limit:
+                chunk, candidates = candidates[:limit - len(claimed)], candidates[limit - len(claimed):]
+                locked = {m.id: m for m in s.scalars(
+                    select(ModelRow).where(ModelRow.id.in_(chunk)).with_for_update(key_share=True, skip_locked=True)
+                )}
+                if not locked:
                     continue
-                head = (
+                heads = union_all(*(self._head_seq(m) for m in locked))
+                running = aliased(RequestRow)
+                rows = s.scalars(
                     select(RequestRow)
-                    .where(RequestRow.seq == self._head_seq(candidate).scalar_subquery(), ~self._running(candidate))
+                    .where(RequestRow.seq.in_(heads),
+                           ~exists().where(running.model_id == RequestRow.model_id, running.status == RUNNING))
+                    .order_by(RequestRow.seq)
                     .with_for_update(skip_locked=True)
-                )
-                row = s.scalar(head)
-                if row is None:
-                    continue
+                ).all()
+                claimed += [(row, locked[row.model_id]) for row in rows]
+            claims = []
+            for row, model_row in sorted(claimed, key=lambda pair: pair[0].seq):
                 row.status = RUNNING
                 row.attempt += 1
                 row.lease_owner = owner
-                row.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+                row.lease_expires_at = expires
                 row.started_at = now
                 _event(s, row.model_id, row.id, "claimed", locked=model_row, owner=owner, attempt=row.attempt)
-                return rec.Claim(
+                claims.append(rec.Claim(
                     request=_request(row, model_row.name),
                     model=_model(model_row),
                     owner=owner,
                     attempt=row.attempt,
                     payload_digest=row.payload_digest,
                     payload_sha=row.payload_sha,
-                )
-            return None
+                ))
+            return claims
 
     @staticmethod
     def _head_seq(model_id):
@@ -577,6 +596,10 @@ class Ledger:
         heads = heads.subquery()
         return select(heads.c.model_id).where(heads.c.head.is_not(None)).order_by(heads.c.head)
 
+    @staticmethod
+    def _lease_lost(claim: rec.Claim) -> LeaseLost:
+        return LeaseLost(f"request {claim.request.id}: worker {claim.owner} no longer holds attempt {claim.attempt}")
+
     def _owned(self, s: Session, claim: rec.Claim) -> RequestRow:
         row = s.scalar(
             select(RequestRow)
@@ -589,9 +612,7 @@ class Ledger:
             .with_for_update()
         )
         if row is None:
-            raise LeaseLost(
-                f"request {claim.request.id}: worker {claim.owner} no longer holds attempt {claim.attempt}"
-            )
+            raise self._lease_lost(claim)
         return row
 
     def renew(self, claim: rec.Claim, lease_seconds: float) -> bool:
@@ -662,89 +683,128 @@ class Ledger:
             )
             return [_version(*r) for r in s.execute(q)]
 
-    def complete(self, claim: rec.Claim, base_version: int, outcome: rec.StepOutcome) -> rec.ModelVersion:
-        """Commit one applied step, fenced by the lease and by the base version."""
+    def commit_steps(self, results: Sequence[rec.StepResult]) -> list[rec.Committed]:
+        """Commit the ends of claimed steps together, in one transaction.
+
+        Each step is fenced on its own: one whose worker no longer holds the
+        request (the lease expired and another attempt took it) or whose model
+        moved past the version the step started from commits nothing and comes
+        back with ``lost`` set; the others commit. Committing a worker's batch
+        of steps at once shares one transaction's statements among them, which
+        is what lets the queue hand out hundreds of claims a second.
+        """
+        if len({r.claim.request.id for r in results}) != len(results):
+            raise ValueError("commit_steps got the same request twice")
+        if not results:
+            return []
         now = utcnow()
         with self._begin() as s:
-            row = self._owned(s, claim)
-            model_id = row.model_id
-            latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
-            if (latest or 0) != base_version:
-                raise LeaseLost(
-                    f"request {row.id}: model moved from version {base_version} to {latest} during the step"
-                )
-            version = base_version + 1
+            # Request rows first, then model rows in id order: the order every
+            # other transaction that waits for both takes them in.
+            rows = {row.id: row for row in s.scalars(
+                select(RequestRow)
+                .where(RequestRow.id.in_([r.claim.request.id for r in results]), RequestRow.status == RUNNING)
+                .with_for_update()
+            )}
+            model_ids = sorted({r.claim.model.id for r in results})
+            models = {m.id: m for m in s.scalars(
+                select(ModelRow).where(ModelRow.id.in_(model_ids)).order_by(ModelRow.id).with_for_update(key_share=True)
+            )}
+            latest = dict(s.execute(
+                select(ModelVersionRow.model_id, func.max(ModelVersionRow.version))
+                .where(ModelVersionRow.model_id.in_(model_ids))
+                .group_by(ModelVersionRow.model_id)
+            ).all())
+            committed, freed = [], []
+            for result in results:
+                claim = result.claim
+                row = rows.get(claim.request.id)
+                if row is None or row.lease_owner != claim.owner or row.attempt != claim.attempt:
+                    committed.append(rec.Committed(claim.request.id, None, str(self._lease_lost(claim))))
+                    continue
+                model_row = models[row.model_id]
+                if result.status != APPLIED:
+                    row.status, row.finished_at, row.error = result.status, now, result.error
+                    row.lease_owner = row.lease_expires_at = None
+                    if row.kind == "learn":
+                        freed.append(row.seq)  # the samples were never learned: free their ids
+                    _event(s, row.model_id, row.id, result.status, locked=model_row, error=result.error)
+                    committed.append(rec.Committed(row.id, None))
+                    continue
+                base = result.base_version
+                if latest.get(row.model_id, 0) != base:
+                    committed.append(rec.Committed(row.id, None, f"request {row.id}: model moved from version "
+                                                                 f"{base} to {latest.get(row.model_id)} during the step"))
+                    continue
+                latest[row.model_id] = base + 1
+                self._commit_applied(s, row, model_row, base + 1, result.outcome, now)
+                committed.append(rec.Committed(row.id, rec.ModelVersion(
+                    model_row.name, base + 1, row.id, result.outcome.artifact_digest, False, now)))
+            if freed:
+                s.execute(delete(SampleRow).where(SampleRow.learn_request_seq.in_(freed), SampleRow.status == PENDING))
+            return committed
+
+    @staticmethod
+    def _commit_applied(s: Session, row: RequestRow, model_row: ModelRow, version: int,
+                        outcome: rec.StepOutcome, now: dt.datetime) -> None:
+        """Record one applied step: version, evaluations, task states, findings, tombstones, certificate."""
+        model_id = row.model_id
+        s.add(
+            ModelVersionRow(
+                model_id=model_id,
+                version=version,
+                request_id=row.id,
+                artifact_digest=outcome.artifact_digest,
+                state_purged=False,
+                created_at=now,
+            )
+        )
+        tasks = {t.name: t for t in s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))}
+        for ev in outcome.evaluations:
             s.add(
-                ModelVersionRow(
-                    model_id=model_id,
-                    version=version,
-                    request_id=row.id,
-                    artifact_digest=outcome.artifact_digest,
-                    state_purged=False,
-                    created_at=now,
+                EvaluationRow(
+                    model_id=model_id, version=version, task_id=tasks[ev.task].id, role=ev.role,
+                    accuracy=ev.accuracy, chance=ev.chance, n=ev.n,
                 )
             )
-            tasks = {t.name: t for t in s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))}
-            for ev in outcome.evaluations:
-                s.add(
-                    EvaluationRow(
-                        model_id=model_id, version=version, task_id=tasks[ev.task].id, role=ev.role,
-                        accuracy=ev.accuracy, chance=ev.chance, n=ev.n,
-                    )
-                )
-            for name, state in outcome.task_states.items():
-                tasks[name].state = state
-                if state != FORGOTTEN:
-                    tasks[name].forgotten_at_version = None
-                    tasks[name].acc_at_forget = tasks[name].peak_since_forget = None
-            for name, acc in outcome.tasks_forgotten.items():
-                tasks[name].state = FORGOTTEN
-                tasks[name].forgotten_at_version = version
-                tasks[name].acc_at_forget = tasks[name].peak_since_forget = acc
-            for ev in outcome.evaluations:
-                t = tasks[ev.task]
-                if ev.role == "forgotten" and ev.task not in outcome.tasks_forgotten:
-                    t.peak_since_forget = max(t.peak_since_forget or 0.0, ev.accuracy)
-            for f in outcome.findings:
-                s.add(RelapseFindingRow(model_id=model_id, version=version, task_id=tasks[f["task"]].id,
-                                        created_at=now, **{k: v for k, v in f.items() if k != "task"}))
-                _event(s, model_id, row.id, "relapse", task=f["task"], relapse=f["relapse"])
-            if row.kind == "learn":
-                s.execute(
-                    update(SampleRow)
-                    .where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
-                    .values(status=ACTIVE)
-                )
-            for chunk in _chunks(outcome.forgotten_sample_ids, 500):
-                found = s.scalars(
-                    select(SampleRow).where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
-                ).all()
-                for sample_row in found:
-                    sample_row.status = FORGOTTEN
-                    s.add(TombstoneRow(model_id=model_id, sample_id=sample_row.sample_id,
-                                       subject_hash=sample_row.subject_hash, request_id=row.id, created_at=now))
-            if outcome.certificate is not None:
-                s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
-            row.status, row.finished_at = APPLIED, now
-            row.step_seconds, row.result_version = outcome.step_seconds, version
-            row.lease_owner, row.lease_expires_at, row.error = None, None, None
-            _event(s, model_id, row.id, "applied", version=version, artifact=outcome.artifact_digest,
-                   step_seconds=round(outcome.step_seconds, 6))
-            name = s.scalar(select(ModelRow.name).where(ModelRow.id == model_id))
-            return rec.ModelVersion(name, version, row.id, outcome.artifact_digest, False, now)
-
-    def finish_unapplied(self, claim: rec.Claim, status: str, error: str) -> None:
-        """End a claimed request as failed (the step raised) or rejected (invalid now)."""
-        if status not in (FAILED, REJECTED):
-            raise ValueError(status)
-        with self._begin() as s:
-            row = self._owned(s, claim)
-            row.status, row.finished_at, row.error = status, utcnow(), error
-            row.lease_owner = row.lease_expires_at = None
-            if row.kind == "learn":
-                # the samples were never learned: free their ids for a corrected request
-                s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING))
-            _event(s, row.model_id, row.id, status, error=error)
+        for name, state in outcome.task_states.items():
+            tasks[name].state = state
+            if state != FORGOTTEN:
+                tasks[name].forgotten_at_version = None
+                tasks[name].acc_at_forget = tasks[name].peak_since_forget = None
+        for name, acc in outcome.tasks_forgotten.items():
+            tasks[name].state = FORGOTTEN
+            tasks[name].forgotten_at_version = version
+            tasks[name].acc_at_forget = tasks[name].peak_since_forget = acc
+        for ev in outcome.evaluations:
+            t = tasks[ev.task]
+            if ev.role == "forgotten" and ev.task not in outcome.tasks_forgotten:
+                t.peak_since_forget = max(t.peak_since_forget or 0.0, ev.accuracy)
+        for f in outcome.findings:
+            s.add(RelapseFindingRow(model_id=model_id, version=version, task_id=tasks[f["task"]].id,
+                                    created_at=now, **{k: v for k, v in f.items() if k != "task"}))
+            _event(s, model_id, row.id, "relapse", locked=model_row, task=f["task"], relapse=f["relapse"])
+        if row.kind == "learn":
+            s.execute(
+                update(SampleRow)
+                .where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
+                .values(status=ACTIVE)
+            )
+        for chunk in _chunks(outcome.forgotten_sample_ids, 500):
+            found = s.scalars(
+                select(SampleRow).where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
+            ).all()
+            for sample_row in found:
+                sample_row.status = FORGOTTEN
+                s.add(TombstoneRow(model_id=model_id, sample_id=sample_row.sample_id,
+                                   subject_hash=sample_row.subject_hash, request_id=row.id, created_at=now))
+        if outcome.certificate is not None:
+            s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
+        row.status, row.finished_at = APPLIED, now
+        row.step_seconds, row.result_version = outcome.step_seconds, version
+        row.lease_owner, row.lease_expires_at, row.error = None, None, None
+        _event(s, model_id, row.id, "applied", locked=model_row, version=version, artifact=outcome.artifact_digest,
+               step_seconds=round(outcome.step_seconds, 6))
 
     def states_to_purge(self, model_id: int) -> tuple[list[int], list[str]]:
         """Versions older than the model's latest applied forget whose states

@@ -153,6 +153,40 @@ class StepOutcome:
 
 
 @dataclass(frozen=True)
+class StepResult:
+    """How a claimed step ended, for ``Ledger.commit_steps``.
+
+    ``status`` is applied (with ``outcome`` and the ``base_version`` the step
+    started from) or failed / rejected (with ``error``).
+    """
+
+    claim: Claim
+    status: str
+    base_version: int = 0
+    outcome: StepOutcome | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status == APPLIED:
+            if self.outcome is None:
+                raise ValueError(f"request {self.claim.request.id}: an applied step needs its outcome")
+        elif self.status in (FAILED, REJECTED):
+            if not self.error:
+                raise ValueError(f"request {self.claim.request.id}: a {self.status} step needs an error message")
+        else:
+            raise ValueError(f"a step ends applied, failed or rejected, not {self.status!r}")
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What ``Ledger.commit_steps`` did with one step."""
+
+    request_id: str
+    version: ModelVersion | None  # the new version, when the step applied
+    lost: str | None = None  # why nothing was committed: the worker no longer held the request
+
+
+@dataclass(frozen=True)
 class Report:
     id: int
     model: str

@@ -8,12 +8,14 @@ import threading
 from collections import Counter, defaultdict
 
 import numpy as np
+import pytest
 
 import lifecycle
 from tests.lifecycle.test_crash_and_shutdown import start_worker, wait_for
 
 
-def test_two_workers_apply_each_request_once_in_model_order(pg_url, tmp_path):
+@pytest.mark.parametrize("claim_batch", [1, 3])
+def test_two_workers_apply_each_request_once_in_model_order(pg_url, tmp_path, claim_batch):
     artifacts = tmp_path / "artifacts"
     lc = lifecycle.connect(pg_url, artifacts=artifacts)
     rng = np.random.default_rng(0)
@@ -33,7 +35,8 @@ def test_two_workers_apply_each_request_once_in_model_order(pg_url, tmp_path):
             submitted.append(req)
     assert len(submitted) == 200
 
-    workers = [start_worker(pg_url, artifacts, "--interval", "0.05") for _ in range(2)]
+    workers = [start_worker(pg_url, artifacts, "--interval", "0.05", "--claim-batch", str(claim_batch))
+               for _ in range(2)]
     try:
         wait_for(lambda: not lc.requests(statuses=["queued", "running"]), 240, "the queue to drain")
     finally:

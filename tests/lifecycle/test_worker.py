@@ -151,8 +151,8 @@ def test_completion_is_fenced_on_the_lease(lc):
     time.sleep(0.05)
     assert lc.ledger.requeue_expired(max_attempts=5) == [req.id]
     # w1 wakes up late: its completion must be refused
-    with pytest.raises(lifecycle.LeaseLost):
-        w1._apply(claim)
+    [done] = lc.ledger.commit_steps([w1._step(claim).result])
+    assert done.version is None and "no longer holds attempt 1" in done.lost
     assert lc.status(req.id).status == "queued" and lc.versions("digits") == []
     done = Worker(lc, owner="w2").drain()
     assert done[0].status == "applied" and done[0].attempt == 2
@@ -173,6 +173,106 @@ def test_per_model_order_one_running_request_per_model(lc):
     assert (c1.request.id, c2.request.id) == (a1.id, b1.id)
     assert lc.ledger.claim("z", 60) is None  # a2 waits for a1
     assert isinstance(c1, Claim)
+
+
+def test_claim_many_takes_one_head_per_idle_model_oldest_first(lc):
+    for name in ("a", "b", "c"):
+        make_model(lc, name)
+    t0, t1, _ = digits_tasks()
+    a1 = learn_task(lc, "a", t0)
+    b1 = learn_task(lc, "b", t0)
+    learn_task(lc, "a", t1)
+    c1 = learn_task(lc, "c", t0)
+    first = lc.ledger.claim_many("x", 60, limit=2)
+    assert [c.request.id for c in first] == [a1.id, b1.id]
+    # a's second request waits for a1; c's head is the only one left
+    assert [c.request.id for c in lc.ledger.claim_many("y", 60, limit=5)] == [c1.id]
+    assert lc.ledger.claim_many("z", 60, limit=5) == []
+    assert {lc.status(r.id).status for r in (a1, b1, c1)} == {"running"}
+    with pytest.raises(ValueError, match="at least 1"):
+        lc.ledger.claim_many("z", 60, limit=0)
+
+
+def test_commit_steps_fences_each_step_on_its_own(lc):
+    make_model(lc, "a")
+    make_model(lc, "b")
+    t0, _, _ = digits_tasks()
+    ra, rb = learn_task(lc, "a", t0), learn_task(lc, "b", t0)
+    w1 = Worker(lc, owner="w1")
+    ca, cb = lc.ledger.claim_many("w1", 0.01, limit=2)
+    steps = [w1._step(ca), w1._step(cb)]
+    import time
+
+    time.sleep(0.05)
+    assert lc.ledger.renew(ca, 60)  # w1 kept a's lease alive but not b's
+    assert lc.ledger.requeue_expired(max_attempts=5) == [rb.id]
+    done = lc.ledger.commit_steps([s.result for s in steps])
+    assert done[0].lost is None and done[0].version.version == 1
+    assert done[1].version is None and "no longer holds attempt 1" in done[1].lost
+    assert lc.status(ra.id).status == "applied" and lc.status(rb.id).status == "queued"
+    assert [v.version for v in lc.versions("a")] == [1] and lc.versions("b") == []
+
+
+def test_a_worker_batch_applies_several_models_and_commits_them_together(lc):
+    for name in ("a", "b", "c"):
+        make_model(lc, name)
+    t0, t1, _ = digits_tasks()
+    reqs = [learn_task(lc, name, t) for t in (t0, t1) for name in ("a", "b", "c")]
+    worker = Worker(lc, owner="w", claim_batch=3)
+    done = worker.drain()
+    assert sorted(r.id for r in done) == sorted(r.id for r in reqs)
+    assert {r.status for r in done} == {"applied"}
+    for name in ("a", "b", "c"):  # each model's versions follow its ledger order
+        assert [lc.status(r.id).result_version for r in reqs if r.model == name] == [1, 2]
+    claims = [e for e in lc.ledger.events() if e.kind == "claimed"]
+    assert len(claims) == 6 and {e.detail["owner"] for e in claims} == {"w"}
+    for t in (t0, t1):
+        assert accuracy_of(lc, "c", t) > 0.9
+
+
+def test_a_batch_mixes_applied_and_failed_steps(lc, monkeypatch):
+    from strategies.analytic.model import AnalyticStrategy
+
+    make_model(lc, "a")
+    make_model(lc, "b", width=64)
+    t0, _, _ = digits_tasks()
+    ra, rb = learn_task(lc, "a", t0), learn_task(lc, "b", t0)
+    original = AnalyticStrategy.learn
+
+    def fails_on_narrow_models(self, data):
+        if self.config.width == 64:
+            raise MemoryError("out of memory")
+        return original(self, data)
+
+    monkeypatch.setattr(AnalyticStrategy, "learn", fails_on_narrow_models)
+    Worker(lc, claim_batch=2).drain()
+    assert lc.status(ra.id).status == "applied"
+    assert lc.status(rb.id).status == "failed" and "out of memory" in lc.status(rb.id).error
+    # the failed learn's sample ids are free again
+    monkeypatch.setattr(AnalyticStrategy, "learn", original)
+    learn_task(lc, "b", t0)
+    assert [r.status for r in lc.drain()] == ["applied"]
+
+
+def test_a_stopping_worker_hands_back_what_it_has_not_started(lc, monkeypatch):
+    for name in ("a", "b", "c"):
+        make_model(lc, name)
+    t0, _, _ = digits_tasks()
+    reqs = [learn_task(lc, name, t0) for name in ("a", "b", "c")]
+    worker = Worker(lc, owner="w", claim_batch=3)
+    step = worker._step
+
+    def step_then_stop(claim):
+        worker.stopping.set()  # as SIGTERM would, during the batch's first step
+        return step(claim)
+
+    monkeypatch.setattr(worker, "_step", step_then_stop)
+    done = worker.drain()
+    assert [r.id for r in done] == [reqs[0].id] and done[0].status == "applied"
+    assert [lc.status(r.id).status for r in reqs[1:]] == ["queued", "queued"]
+    released = [e for e in lc.ledger.events() if e.kind == "released"]
+    assert sorted(e.request_id for e in released) == sorted(r.id for r in reqs[1:])
+    assert worker.current == []
 
 
 def test_relapse_finding_is_recorded_when_a_forgotten_task_comes_back(lc):
