@@ -97,6 +97,8 @@ class SampleRow(Base):
         UniqueConstraint("model_id", "sample_id"),
         Index("ix_samples_subject", "model_id", "subject_hash"),
         Index("ix_samples_task", "task_id"),
+        # the commit of a learn activates (or, when it fails, frees) the samples it brought
+        Index("ix_samples_learn_request", "learn_request_seq"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
