@@ -88,20 +88,30 @@ def test_interleaved_learns_and_forgets_equal_ridge_on_retained(width, gamma, se
         assert_matches_ridge(strategy, retained)
 
 
+def learn_batches(strategy: AnalyticStrategy, rng: np.random.Generator, n_batches: int,
+                  size: int) -> dict[str, tuple[np.ndarray, int]]:
+    """Learn ``n_batches`` batches of ``size``; returns every learned sample by id."""
+    samples = {}
+    for k in range(n_batches):
+        task = batch(rng, size, f"b{k}")
+        strategy.learn(task)
+        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
+    return samples
+
+
+def forget_and_drop(strategy: AnalyticStrategy, samples: dict[str, tuple[np.ndarray, int]], ids: list[str]) -> None:
+    strategy.forget(forget_of(samples, ids))
+    for i in ids:
+        del samples[i]
+
+
 def test_small_updates_use_woodbury_without_refreshing():
     # A refresh of R or a refinement of W would hide a wrong Woodbury update
     # from the exactness check, but not from these counts.
     rng = np.random.default_rng(1)
     strategy = make(width=48)
-    samples = {}
-    for k in range(6):
-        task = batch(rng, 10, f"b{k}")
-        strategy.learn(task)
-        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
-    forgotten = sorted(samples)[::3]
-    strategy.forget(forget_of(samples, forgotten))
-    for i in forgotten:
-        del samples[i]
+    samples = learn_batches(strategy, rng, 6, 10)
+    forget_and_drop(strategy, samples, sorted(samples)[::3])
     assert strategy.refreshes == 0
     assert strategy.refinements == 0
     assert_matches_ridge(strategy, samples)
@@ -110,17 +120,10 @@ def test_small_updates_use_woodbury_without_refreshing():
 def test_residual_probe_catches_a_head_off_the_statistics_and_refines_it():
     rng = np.random.default_rng(5)
     strategy = make(width=48)
-    samples = {}
-    for k in range(5):
-        task = batch(rng, 10, f"b{k}")
-        strategy.learn(task)
-        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
+    samples = learn_batches(strategy, rng, 5, 10)
     # A head off by far more than round-off, as a wrong update would leave it.
     strategy._W = strategy._W * (1 + 1e-7)
-    forgotten = sorted(samples)[:5]
-    strategy.forget(forget_of(samples, forgotten))
-    for i in forgotten:
-        del samples[i]
+    forget_and_drop(strategy, samples, sorted(samples)[:5])
     assert (strategy.refreshes, strategy.refinements) == (0, 1)
     assert_matches_ridge(strategy, samples)
 
@@ -128,15 +131,8 @@ def test_residual_probe_catches_a_head_off_the_statistics_and_refines_it():
 def test_drift_check_refreshes_and_stays_exact():
     rng = np.random.default_rng(2)
     strategy = make(width=40, drift_tol=1e-18)  # below round-off, so every Woodbury step refreshes
-    samples = {}
-    for k in range(4):
-        task = batch(rng, 7, f"b{k}")
-        strategy.learn(task)
-        samples.update((i, (x, int(label))) for i, x, label in zip(task.sample_ids, task.X, task.y))
-    forgotten = sorted(samples)[:9]
-    strategy.forget(forget_of(samples, forgotten))
-    for i in forgotten:
-        del samples[i]
+    samples = learn_batches(strategy, rng, 4, 7)
+    forget_and_drop(strategy, samples, sorted(samples)[:9])
     assert strategy.refreshes == 5
     assert_matches_ridge(strategy, samples)
 
