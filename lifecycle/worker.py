@@ -193,7 +193,7 @@ class Worker:
             step_seconds = time.perf_counter() - started
         except Rejected as exc:
             log.info("rejected: %s", exc, extra=ctx)
-            return _Step(StepResult(claim, REJECTED, error=str(exc)))
+            return _Step(StepResult(claim, REJECTED, error=str(exc) or "rejected"))
         except Exception as exc:  # a strategy failure must not take the worker down
             log.exception("step failed", extra=ctx)
             return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
