@@ -17,8 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 import strategies
-from lifecycle import arrays, validation
+from lifecycle import purge, validation
 from lifecycle.signing import Signer
+from lifecycle.vault import Vault
 from lifecycle.errors import (
     AlreadyForgotten,
     DuplicateSampleIds,
@@ -36,37 +37,63 @@ from lifecycle.errors import (
     UnknownTask,
     UnsupportedForgetUnit,
 )
-from store.artifacts import ArtifactStore, sha256
+from store.artifacts import ArtifactStore
 from store.engine import open_engine
+from store.identity import IdKey
+from store.keystore import KeyStore
 from store.ledger import Ledger, utcnow
 from store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
 
 DEFAULT_URL = "sqlite:///lifecycle.db"
+PROBE_POLICIES = ("keep", "purge")
+# a submit writes its files before it commits their rows: the sweep spares files younger than this
+SWEEP_GRACE_SECONDS = 3600.0
 
 
-def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = None, create: bool = True,
-            signing_key: str | os.PathLike | None = None) -> Lifecycle:
+def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = None,
+            keys: str | os.PathLike | None = None, create: bool = True,
+            signing_key: str | os.PathLike | None = None, id_key: str | os.PathLike | None = None) -> Lifecycle:
     """Open a ledger. A new empty database gets the current schema; an older
     one raises ``SchemaOutOfDate`` naming ``lifecycle db upgrade``.
 
     SQLite keeps artifacts in a folder beside the database file
-    (``ledger.db`` -> ``ledger.db.artifacts``); other backends take
-    ``artifacts`` or the ``LIFECYCLE_ARTIFACTS`` environment variable.
-    Certificates are signed with the Ed25519 key at ``signing_key`` (see
-    ``lifecycle.signing``), created on first use.
+    (``ledger.db`` -> ``ledger.db.artifacts``) and their data keys in another
+    (``ledger.db.keys``); other backends take ``artifacts`` or the
+    ``LIFECYCLE_ARTIFACTS`` environment variable, and keep the keys beside
+    it (``<artifacts>.keys``). ``keys`` or ``LIFECYCLE_KEYS`` put the keys
+    elsewhere.
+    Keep the key folder out of the artifacts' backups: erasing destroys keys
+    (see ``lifecycle.vault``). Certificates are signed with the Ed25519 key
+    at ``signing_key`` (see ``lifecycle.signing``) and identifiers are
+    digested under the secret at ``id_key`` (see ``store.identity``); both
+    are created on first use.
     """
     url = url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
     engine = open_engine(url, create=create)
-    return Lifecycle(Ledger(engine), ArtifactStore(artifacts or default_artifacts(url)), Signer(signing_key))
+    artifacts = Path(artifacts or default_artifacts(url))
+    vault = Vault(ArtifactStore(artifacts), KeyStore(keys or default_keys(url, artifacts)))
+    return Lifecycle(Ledger(engine), vault, Signer(signing_key), IdKey(id_key))
+
+
+def _sqlite_file(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if not parsed.database or parsed.database == ":memory:":
+        raise InvalidRequest("an in-memory SQLite ledger cannot be shared with workers; use a file")
+    return parsed.database
 
 
 def default_artifacts(url: str) -> Path:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise InvalidRequest("an in-memory SQLite ledger cannot be shared with workers; use a file")
-        return Path(parsed.database + ".artifacts")
-    return Path(os.environ.get("LIFECYCLE_ARTIFACTS", "lifecycle-artifacts"))
+    path = _sqlite_file(url)
+    return Path(path + ".artifacts") if path else Path(os.environ.get("LIFECYCLE_ARTIFACTS", "lifecycle-artifacts"))
+
+
+def default_keys(url: str, artifacts: Path) -> Path:
+    if os.environ.get("LIFECYCLE_KEYS"):
+        return Path(os.environ["LIFECYCLE_KEYS"])
+    path = _sqlite_file(url)
+    return Path(path + ".keys") if path else artifacts.with_name(artifacts.name + ".keys")
 
 
 @dataclass(frozen=True)
@@ -79,10 +106,11 @@ class Step:
 
 
 class Lifecycle:
-    def __init__(self, ledger: Ledger, artifacts: ArtifactStore, signer: Signer) -> None:
+    def __init__(self, ledger: Ledger, vault: Vault, signer: Signer, ids: IdKey) -> None:
         self.ledger = ledger
-        self.artifacts = artifacts
+        self.vault = vault
         self.signer = signer
+        self.ids = ids
 
     # ---- models --------------------------------------------------------------
 
@@ -96,7 +124,17 @@ class Lifecycle:
         config: dict[str, Any] | None = None,
         relapse_threshold: float = 0.05,
         forget_due_days: float = 30.0,
+        keep_states: int = 3,
+        forgotten_probes: str = "keep",
     ) -> Model:
+        """Register a model.
+
+        ``keep_states``: model states kept besides none older than the
+        latest forget (at least 1, the latest); older ones are erased.
+        ``forgotten_probes``: what a task forget does to the task's probe
+        set: ``"keep"`` it to watch the task for relapse (certificates say
+        so), or ``"purge"`` it with the task (relapse is then not watched).
+        """
         validation.name(name, "model name")
         try:
             spec = strategies.get(strategy)
@@ -112,11 +150,17 @@ class Lifecycle:
             raise InvalidRequest(f"relapse_threshold is a fraction of accuracy in (0, 1), not {relapse_threshold!r}")
         if not isinstance(forget_due_days, (int, float)) or not 0 < forget_due_days <= 3650:
             raise InvalidRequest(f"forget_due_days must be in (0, 3650], not {forget_due_days!r}")
+        if isinstance(keep_states, bool) or not isinstance(keep_states, int) or not 1 <= keep_states <= 1000:
+            raise InvalidRequest(f"keep_states must be an integer in 1..1000, not {keep_states!r}")
+        if forgotten_probes not in PROBE_POLICIES:
+            raise InvalidRequest(f"forgotten_probes must be one of {', '.join(PROBE_POLICIES)}, not "
+                                 f"{forgotten_probes!r}")
         if self.ledger.model(name) is not None:
             raise ModelExists(f"a model named {name!r} already exists")
         try:
             return self.ledger.create_model(name, strategy, strategies.base.config_to_dict(cfg), int(n_features),
-                                            int(n_classes), float(relapse_threshold), float(forget_due_days))
+                                            int(n_classes), float(relapse_threshold), float(forget_due_days),
+                                            keep_states, forgotten_probes)
         except IntegrityError:
             raise ModelExists(f"a model named {name!r} already exists") from None
 
@@ -173,38 +217,50 @@ class Lifecycle:
         elif existing_task is None or existing_task.probe_digest is None:
             raise InvalidRequest(f"task {task!r} has no probe set yet: pass probe=(X_probe, y_probe) to evaluate it")
 
-        sha = _sha(kind="learn", task=task, X=Xa, y=ya, ids=ids, subjects=subs,
+        hashes = self._subject_digests(m, subs)
+        digests = None if ids is None else [self.ids.sample(i) for i in ids]
+        sha = _sha(kind="learn", task=task, X=Xa, y=ya, ids=digests, subjects=hashes,
                    probe=None if probe_arrays is None else list(probe_arrays))
         if key is not None:
             prior = self._by_key(m, key, sha)
             if prior is not None:
                 return prior
-        if ids is None:
-            ids = [f"{task}/{sha[:16]}/{i}" for i in range(len(Xa))]
-        tomb = self.ledger.tombstoned(m.id, ids)
+        if digests is None:
+            digests = [self.ids.sample(f"{task}/{sha[:16]}/{i}") for i in range(len(Xa))]
+        if len(set(digests)) != len(digests):
+            raise DuplicateSampleIds("sample_ids repeats ids that differ only in Unicode normalisation")
+        positions = {d: i for i, d in enumerate(digests)}
+        tomb = self.ledger.tombstoned(m.id, digests)
         if tomb:
             raise TombstonedSample(
                 f"{len(tomb)} sample(s) of this learn request were forgotten earlier and may not be learned "
-                f"again, e.g. {sorted(tomb)[:3]}"
+                f"again, e.g. rows {sorted(positions[d] for d in tomb)[:3]}"
             )
-        known = self.ledger.samples(m.id, ids)
+        known = self.ledger.samples(m.id, digests)
         if known:
             raise DuplicateSampleIds(
-                f"{len(known)} sample id(s) are already in model {m.name!r}, e.g. {sorted(known)[:3]}"
+                f"{len(known)} sample id(s) are already in model {m.name!r}, e.g. rows "
+                f"{sorted(positions[d] for d in known)[:3]}"
             )
-        salt = self.ledger.subject_salt(m.id)
-        hashes = [None if s is None else subject_hash(salt, s) for s in subs]
+        contents = self.ids.rows(Xa)
+        again = self.ledger.tombstoned_content(m.id, contents)
+        if again:
+            rows = [i for i, c in enumerate(contents) if c in again]
+            raise TombstonedSample(
+                f"{len(rows)} row(s) of this learn request have the same content as samples forgotten earlier "
+                f"(under other ids), e.g. rows {rows[:3]}; forgotten data may not be learned again"
+            )
         written = []
         try:
-            payload = self._put(arrays.pack({"X": Xa, "y": ya, "sample_ids": np.array(ids)}), written)
+            payload = self._seal(written, Xa, ya, digests)
             probe_digest = None
             if probe_arrays is not None:
-                probe_digest = self._put(arrays.pack({"X": probe_arrays[0], "y": probe_arrays[1]}), written)
+                probe_digest = self._seal(written, *probe_arrays)
             classes = set(ya.tolist()) | (set(probe_arrays[1].tolist()) if probe_arrays else set())
             return self.ledger.submit_learn(
                 m, task=task, classes=sorted(classes), probe_digest=probe_digest, payload_digest=payload,
-                payload_sha=sha, sample_ids=ids, labels=ya.tolist(), subject_hashes=hashes,
-                idempotency_key=key, requested_by=requested_by, reason=reason,
+                payload_sha=sha, sample_ids=digests, labels=ya.tolist(), subject_hashes=hashes,
+                content_digests=contents, idempotency_key=key, requested_by=requested_by, reason=reason,
             )
         except IntegrityError:
             self._discard(written)
@@ -250,11 +306,13 @@ class Lifecycle:
             validation.name(task, "task")
             target: dict[str, Any] = {"task": task}
         elif samples is not None:
-            ids = validation.id_list(samples, "samples")
+            ids = [self.ids.sample(i) for i in validation.id_list(samples, "samples")]
+            if len(set(ids)) != len(ids):
+                raise DuplicateSampleIds("samples repeats ids that differ only in Unicode normalisation")
             target = {"samples": ids}
         else:
             validation.name(subject, "subject")
-            target = {"subject_hash": subject_hash(self.ledger.subject_salt(m.id), subject)}
+            target = {"subject_hash": self._subject_digests(m, [subject])[0]}
         sha = _sha(kind="forget", target=target)
         if key is not None:
             prior = self._by_key(m, key, sha)
@@ -268,16 +326,15 @@ class Lifecycle:
                 raise UnknownTask(f"model {m.name!r} has no task {task!r} (tasks: {names})")
             if t.state == "forgotten":
                 raise AlreadyForgotten(f"task {task!r} was already forgotten at version {t.forgotten_at_version}")
-            open_id = self.ledger.open_forget_of_task(m.id, task)
-            if open_id is not None:
-                raise AlreadyForgotten(f"a forget of task {task!r} is already queued: request {open_id}")
         elif samples is not None:
             ids = target["samples"]
+            given = list(samples)
             tomb = self.ledger.tombstoned(m.id, ids)
             if tomb:
-                raise AlreadyForgotten(f"{len(tomb)} sample(s) were already forgotten, e.g. {sorted(tomb)[:3]}")
+                raise AlreadyForgotten(f"{len(tomb)} sample(s) were already forgotten, e.g. "
+                                       f"{[given[i] for i, d in enumerate(ids) if d in tomb][:3]}")
             known = self.ledger.samples(m.id, ids)
-            missing = [i for i in ids if i not in known]
+            missing = [given[i] for i, d in enumerate(ids) if d not in known]
             if missing:
                 raise UnknownSamples(f"{len(missing)} sample id(s) were never learned by {m.name!r}, "
                                      f"e.g. {missing[:3]}")
@@ -287,6 +344,9 @@ class Lifecycle:
                 if counts.get("tombstoned", 0):
                     raise AlreadyForgotten("every sample of this subject was already forgotten")
                 raise UnknownSubject(f"model {m.name!r} holds no sample of this subject")
+        open_id = self.ledger.open_forget_overlapping(m.id, target)
+        if open_id is not None:
+            raise AlreadyForgotten(f"a forget of the same {given[0]} is already queued or running: request {open_id}")
         return self.ledger.submit_forget(m, target=target, payload_sha=sha, received_at=received, due_at=due,
                                          idempotency_key=key,
                                          requested_by=requested_by, reason=reason)
@@ -297,7 +357,9 @@ class Lifecycle:
         if cancelled is None:
             raise RequestNotCancellable(f"request {request_id} is {current.status}; only queued requests can be "
                                         "cancelled")
-        return cancelled
+        request, freed = cancelled
+        purge.discard(self.ledger, self.vault, freed)
+        return request
 
     def extend_deadline(self, request_id: str, *, until: dt.datetime, reason: str,
                         requested_by: str | None = None) -> Request:
@@ -352,11 +414,34 @@ class Lifecycle:
         model_id = None if model is None else self.model(model).id
         return self.ledger.requests(model_id, statuses)
 
-    def drain(self, model: str | None = None, max_steps: int | None = None) -> list[Request]:
-        """Apply queued requests in this process until none is left; return them."""
+    def drain(self, model: str | None = None, max_steps: int | None = None,
+              sweep_grace_seconds: float = SWEEP_GRACE_SECONDS) -> list[Request]:
+        """Apply queued requests in this process until none is left; return them.
+
+        Finishes what the service would: re-queues requests whose lease
+        expired, completes purges a crash interrupted, and sweeps artifacts
+        nothing references (older than ``sweep_grace_seconds``).
+        """
         from lifecycle.worker import Worker
 
-        return Worker(self).drain(model=model, max_steps=max_steps)
+        worker = Worker(self)
+        worker.maintain()
+        done = worker.drain(model=model, max_steps=max_steps)
+        self.sweep(sweep_grace_seconds)
+        return done
+
+    def sweep(self, grace_seconds: float = SWEEP_GRACE_SECONDS) -> list[str]:
+        """Erase stored artifacts and keys that nothing in the ledger references
+        (left by a crash), older than ``grace_seconds``; returns their digests."""
+        return purge.sweep(self.ledger, self.vault, grace_seconds)
+
+    def sample_digest(self, sample_id: str) -> str:
+        """The keyed digest that stands for ``sample_id`` in the ledger and in certificates."""
+        return self.ids.sample(validation.name(sample_id, "sample id"))
+
+    def subject_digest(self, model: str, subject: str) -> str:
+        """The keyed digest that stands for ``subject`` in ``model``'s ledger rows and certificates."""
+        return self._subject_digests(self.model(model), [validation.name(subject, "subject")])[0]
 
     # ---- reading results ---------------------------------------------------
 
@@ -402,7 +487,7 @@ class Lifecycle:
                 raise InvalidRequest(f"strategy {m.strategy!r} needs task= at inference")
             if self.ledger.task(m.id, validation.name(task, "task")) is None:
                 raise UnknownTask(f"model {m.name!r} has no task {task!r}")
-        return load_strategy(self.artifacts, m, version).predict(Xa, task=task)
+        return load_strategy(self.vault, m, version).predict(Xa, task=task)
 
     # ---- helpers -------------------------------------------------------------
 
@@ -417,22 +502,22 @@ class Lifecycle:
             )
         return request
 
-    def _put(self, data: bytes, written: list[str]) -> str:
-        digest = sha256(data)
-        existed = self.artifacts.exists(digest)
-        self.artifacts.put(data)
-        if not existed:
-            written.append(digest)
+    def _seal(self, written: list[str], X: np.ndarray, y: np.ndarray, aad: list[str] | None = None) -> str:
+        digest = self.vault.put_rows(X, y, aad)
+        written.append(digest)
         return digest
 
     def _discard(self, written: list[str]) -> None:
-        for digest in written:
-            if not self.ledger.blob_in_use(digest):
-                self.artifacts.delete(digest)
+        purge.discard(self.ledger, self.vault, written)
 
+    def _subject_digests(self, m: Model, subjects: list[str | None]) -> list[str | None]:
+        salt = self.ledger.subject_salt(m.id) if any(s is not None for s in subjects) else None
+        if salt is None:
+            return [None if s is None else self.ids.subject(s) for s in subjects]
+        # a model from before keyed identifiers keeps its subjects' old digests, now keyed (migration 0006)
+        return [None if s is None else self.ids.legacy_subject(hashlib.sha256(f"{salt}:{s}".encode()).hexdigest())
+                for s in subjects]
 
-def subject_hash(salt: str, subject: str) -> str:
-    return hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest()
 
 
 def sample_level_strategies() -> list[str]:

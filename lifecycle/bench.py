@@ -328,7 +328,7 @@ def _run_strategy(name, config, tasks: list[StreamTask], ops, seed, reference, s
         requests = {r.id: r for r in lc.requests("bench")}
         seconds = [requests[rid].step_seconds for rid in matrix.request_ids]
         m = lc.model("bench")
-        model = load_strategy(lc.artifacts, m, lc.ledger.latest_version(m.id))
+        model = load_strategy(lc.vault, m, lc.ledger.latest_version(m.id))
         by_name = {t.name: t for t in tasks}
         gone = [by_name[t] for t in _forgotten_now(matrix.tasks, matrix.forgotten)]
         auc, gap, score = _attack(model, reference, gone, spec.tags.needs_task_id, kind=None)

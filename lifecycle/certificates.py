@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from store.records import Claim, Evaluation
@@ -26,6 +25,7 @@ def build(
     provenance: dict[str, Any] | None = None,
     gate: dict[str, Any] | None = None,
     notes: list[str] | None = None,
+    forgotten_probes: str = "keep",
 ) -> dict[str, Any]:
     req = claim.request
     retained = [e for e in evaluations if e.role == "retained"]
@@ -49,7 +49,17 @@ def build(
         "data_touched_at_forget": data_touched,
         "removed": {
             "count": len(removed_ids),
-            "sample_id_sha256": sorted(hashlib.sha256(i.encode()).hexdigest() for i in removed_ids),
+            # keyed digests (HMAC-SHA256 under the operator's identifier key), as the ledger holds them;
+            # lc.sample_digest(id) gives the one that stands for a given id
+            "sample_digests": sorted(removed_ids),
+        },
+        "erasure": {
+            "identifiers": "keyed digests only (HMAC-SHA256, NFC-normalised; the key is kept outside the ledger)",
+            "training_rows": "each removed row's encryption key is destroyed after this step commits; its "
+                             "data file is deleted once no retained row is in it",
+            "model_states": "states trained on the removed rows (every version before this one) are erased",
+            "probe_sets": {"keep": "a forgotten task's probe set is kept to watch it for relapse",
+                           "purge": "a forgotten task's probe set is erased with the task"}[forgotten_probes],
         },
         "verification": {
             "forgotten_tasks": [

@@ -28,6 +28,8 @@ console = Console()
 
 DB_HELP = "Ledger URL, e.g. sqlite:///ledger.db or postgresql+psycopg://user@host/db (env LIFECYCLE_DB)."
 DbOpt = typer.Option(None, "--db", help=DB_HELP)
+KeysOpt = typer.Option(None, "--keys", help="Folder of the artifacts' data keys; keep it out of their backups "
+                                            "(default: beside the artifact folder; env LIFECYCLE_KEYS).")
 ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default: beside a SQLite file; "
                                                         "env LIFECYCLE_ARTIFACTS otherwise).")
 
@@ -38,10 +40,10 @@ def _url(db: Optional[str]) -> str:
     return db or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
 
 
-def _connect(db, artifacts=None):
+def _connect(db, artifacts=None, keys=None):
     from lifecycle.api import connect
 
-    return connect(_url(db), artifacts=artifacts, create=False)
+    return connect(_url(db), artifacts=artifacts, keys=keys, create=False)
 
 
 def _fmt_time(value: Optional[dt.datetime]) -> str:
@@ -116,6 +118,7 @@ def certificate_public_key(key: Optional[Path] = typer.Option(None, help="Privat
 def serve(
     db: Optional[str] = DbOpt,
     artifacts: Optional[str] = ArtifactsOpt,
+    keys: Optional[str] = KeysOpt,
     interval: float = typer.Option(1.0, help="Seconds between queue polls."),
     lease_seconds: float = typer.Option(60.0, help="Lease on a claimed request; renewed while it runs."),
     max_attempts: int = typer.Option(5, help="Lease expiries after which a request is failed."),
@@ -140,7 +143,7 @@ def serve(
     from lifecycle.telemetry import configure_logging
 
     configure_logging(log_level, log_format)
-    service = Service(_connect(db, artifacts), interval=interval, lease_seconds=lease_seconds,
+    service = Service(_connect(db, artifacts, keys), interval=interval, lease_seconds=lease_seconds,
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
                       reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
                       report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports,
@@ -160,9 +163,10 @@ def submit_forget(
     due_in_days: Optional[float] = typer.Option(None, help="Deadline (default: the model's, 30 days)."),
     db: Optional[str] = DbOpt,
     artifacts: Optional[str] = ArtifactsOpt,
+    keys: Optional[str] = KeysOpt,
 ):
     """Queue a forget request."""
-    lc = _connect(db, artifacts)
+    lc = _connect(db, artifacts, keys)
     from lifecycle.validation import days
 
     due = None
@@ -273,11 +277,11 @@ def relapse(model: Optional[str] = typer.Option(None, help="Only this model."),
 @app.command()
 def report(model: str = typer.Option(..., help="Model name."),
            out: Path = typer.Option(Path("reports"), help="Folder for <model>.html and <model>.json."),
-           db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt):
+           db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt):
     """Write the relapse report of a model: a self-contained HTML page and the same numbers as JSON."""
     from lifecycle.report import write_report
 
-    paths = write_report(_connect(db, artifacts), model, out)
+    paths = write_report(_connect(db, artifacts, keys), model, out)
     console.print(f"report written: {paths.html} and {paths.json}", highlight=False, soft_wrap=True)
 
 

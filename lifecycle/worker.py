@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import strategies
-from lifecycle import arrays, certificates, mia
+from lifecycle import arrays, certificates, mia, purge
 from lifecycle import relapse as relapse_check
 from lifecycle.api import Lifecycle
-from store.artifacts import ArtifactStore
-from store.errors import ArtifactMissing, LeaseLost
+from lifecycle.vault import Erased, Vault
+from store.errors import LeaseLost
 from store.ledger import utcnow
 from store.records import (
     APPLIED,
@@ -50,11 +50,11 @@ class Rejected(Exception):
     """The request is no longer valid against the ledger as it stands now."""
 
 
-def load_strategy(artifacts: ArtifactStore, model: Model, version: ModelVersion | None) -> strategies.Strategy:
+def load_strategy(vault: Vault, model: Model, version: ModelVersion | None) -> strategies.Strategy:
     spec = strategies.get(model.strategy)
     strategy = spec.build(spec.make_config(model.config), model.n_features, model.n_classes)
     if version is not None:
-        strategy.load_state_dict(arrays.unpack(artifacts.get(version.artifact_digest)))
+        strategy.load_state_dict(arrays.unpack(vault.blob(version.artifact_digest)))
     return strategy
 
 
@@ -121,6 +121,7 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(claims, stop_beat), daemon=True)
         beat.start()
         steps: list[_Step] = []
+        applied: list[_Step] = []
         try:
             try:
                 for claim in claims:
@@ -133,12 +134,19 @@ class Worker:
                 self._commit(steps)
                 self._release(claims[len(steps) + 1:], "an earlier step of the batch raised")
                 raise
-            self._commit(steps)
+            applied = self._commit(steps)
             self._release(claims[len(steps):], "the worker is stopping")
         finally:
             stop_beat.set()
             beat.join()
             self.current = []
+        # Purges run after the batch, off the leases: they cost what they
+        # erase, and a forget's purge never delays another model's step.
+        for model in {step.result.claim.model.id: step.result.claim.model for step in applied}.values():
+            self.purge(model)
+        for step in applied:
+            if step.result.claim.request.kind == "forget":
+                self._schedule_retrain(step.result.claim.model, step.strategy)
         return [self.ledger.request(step.result.claim.request.id) for step in steps]
 
     def _release(self, claims: list[Claim], why: str) -> None:
@@ -149,9 +157,11 @@ class Worker:
                 pass
 
     def maintain(self) -> None:
-        """Periodic upkeep: re-queue expired leases, finish interrupted purges."""
-        for rid in self.ledger.requeue_expired(self.max_attempts):
-            log.info("re-queued request %s after its lease expired", rid)
+        """Upkeep: re-queue expired leases (a failed learn's data is erased),
+        finish purges a crash interrupted."""
+        for rid, freed in self.ledger.requeue_expired(self.max_attempts):
+            log.info("request %s: its lease expired", rid, extra={"request_id": rid})
+            purge.discard(self.ledger, self.lc.vault, freed)
         for m in self.ledger.models():
             self.purge(m)
 
@@ -199,7 +209,7 @@ class Worker:
             return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
         evaluations, findings = self._verify(model, spec.tags, strategy, tasks, task_states, forgotten_now)
         removed = [s.sample_id for s in forgotten]
-        digest = self.lc.artifacts.put(arrays.pack(strategy.state_dict()))
+        digest = self.lc.vault.put_blob(arrays.pack(strategy.state_dict()))
         cert = None
         if req.kind == "forget":
             provenance = strategy.verify_forgotten(self.ledger.tombstone_ids(model.id) | frozenset(removed))
@@ -213,6 +223,7 @@ class Worker:
                 provenance=provenance,
                 gate=self.last_gate_report,
                 notes=strategy.certificate_notes(),
+                forgotten_probes=model.forgotten_probes,
             ))
         outcome = StepOutcome(
             artifact_digest=digest,
@@ -226,30 +237,30 @@ class Worker:
         )
         return _Step(StepResult(claim, APPLIED, base_version=base_no, outcome=outcome), strategy)
 
-    def _commit(self, steps: list[_Step]) -> None:
-        """Commit a batch's steps together, then do what follows each applied one."""
+    def _commit(self, steps: list[_Step]) -> list[_Step]:
+        """Commit a batch's steps together; return the applied ones."""
         committed = self.ledger.commit_steps([step.result for step in steps])
+        applied = []
         for step, done in zip(steps, committed):
             claim = step.result.claim
             model, req = claim.model, claim.request
             ctx = {"request_id": req.id, "model": model.name}
             if done.lost is not None:
                 log.warning("lost the lease: %s", done.lost, extra=ctx)
-                digest = step.result.outcome.artifact_digest if step.result.outcome else None
-                if digest is not None and not self.ledger.digest_in_use(digest):
-                    self.lc.artifacts.delete(digest)
+                if step.result.outcome is not None:
+                    purge.discard(self.ledger, self.lc.vault, [step.result.outcome.artifact_digest])
                 continue
+            purge.discard(self.ledger, self.lc.vault, done.freed)
             if done.version is None:
                 continue
+            applied.append(step)
             outcome = step.result.outcome
             self._cache[model.id] = (outcome.artifact_digest, step.strategy)
             log.info("applied -> %s v%d in %.3f s", model.name, done.version.version, outcome.step_seconds,
                      extra={**ctx, "version": done.version.version, "step_seconds": outcome.step_seconds})
             if self.on_step is not None:
                 self.on_step(model.strategy, req.kind, outcome.step_seconds)
-            if req.kind == "forget":
-                self.purge(model)
-                self._schedule_retrain(model, step.strategy)
+        return applied
 
     def _strategy(self, model: Model, version: ModelVersion | None) -> strategies.Strategy:
         # Taken out of the cache: the step changes it in place, and only a
@@ -257,13 +268,14 @@ class Worker:
         cached = self._cache.pop(model.id, None)
         if cached is not None and version is not None and cached[0] == version.artifact_digest:
             return cached[1]
-        return load_strategy(self.lc.artifacts, model, version)
+        return load_strategy(self.lc.vault, model, version)
 
     def _learn(self, claim: Claim, strategy, tasks: dict[str, Task]) -> dict[str, str]:
         req = claim.request
         name = req.target["task"]
-        data = arrays.unpack(self.lc.artifacts.get(claim.payload_digest))
-        strategy.learn(strategies.TaskData(name, data["X"], data["y"], tuple(str(s) for s in data["sample_ids"])))
+        ids = self.ledger.learn_sample_ids(req.seq)
+        X, y = self.lc.vault.rows(claim.payload_digest, range(len(ids)), ids)
+        strategy.learn(strategies.TaskData(name, X, y, tuple(ids)))
         state = tasks[name].state
         return {name: "relearned" if state in ("forgotten", "relearned") else "learned"}
 
@@ -272,19 +284,13 @@ class Worker:
         as needing it now, from the retained samples' stored data (tombstoned
         samples are not active, and their data is purged)."""
         for plan in strategy.retrain_plan():
-            for attempt in range(3):
-                found = self.ledger.samples(claim.model.id, plan.sample_ids)
-                missing = [sid for sid in plan.sample_ids if sid not in found or found[sid].status != "active"]
-                if missing:
-                    raise RuntimeError(f"retrain of unit {plan.unit}: {len(missing)} sample(s) are not active in "
-                                       f"the ledger, e.g. {missing[0]!r}")
-                try:
-                    X, y = self._sample_data([found[sid] for sid in plan.sample_ids]) if plan.sample_ids else (
-                        np.zeros((0, claim.model.n_features), np.float32), np.zeros(0, np.int64))
-                    break
-                except ArtifactMissing:
-                    if attempt == 2:  # a purge rewrote the blob between reading pointers and data
-                        raise
+            found = self.ledger.samples(claim.model.id, plan.sample_ids)
+            missing = [sid for sid in plan.sample_ids if sid not in found or found[sid].status != "active"]
+            if missing:
+                raise RuntimeError(f"retrain of unit {plan.unit}: {len(missing)} sample(s) are not active in "
+                                   f"the ledger, e.g. {missing[0]!r}")
+            X, y = self._sample_data([found[sid] for sid in plan.sample_ids]) if plan.sample_ids else (
+                np.zeros((0, claim.model.n_features), np.float32), np.zeros(0, np.int64))
             strategy.retrain(plan, strategies.TaskData("retrain", X, y, tuple(plan.sample_ids)))
         return {}
 
@@ -305,18 +311,10 @@ class Worker:
         task = target.get("task")
         if task is not None and tasks[task].state not in ("learned", "relearned"):
             raise Rejected(f"task {task!r} is {tasks[task].state}: there is nothing learned to forget")
-        for attempt in range(3):
-            samples = self.ledger.resolve_forget(claim.model.id, target)
-            data = None
-            if tags.forget_needs != "forget data" or not samples:
-                break
-            try:
-                data = self._sample_data(samples)
-                break
-            except ArtifactMissing:
-                # another worker's purge just rewrote a blob these samples lived in: read the pointers again
-                if attempt == 2:
-                    raise
+        samples = self.ledger.resolve_forget(claim.model.id, target)
+        data = None
+        if tags.forget_needs == "forget data" and samples:
+            data = self._sample_data(samples)
         X, y = data if data is not None else (None, None)
         strategy.forget(strategies.ForgetSet(tuple(s.sample_id for s in samples), task=task, X=X, y=y,
                                              tasks=tuple(s.task for s in samples)))
@@ -328,14 +326,14 @@ class Worker:
             if s.data_digest is None:
                 raise RuntimeError(f"sample {s.sample_id!r} has no stored data left to forget with")
             by_blob[s.data_digest].append(i)
-        X = y = None
+        X = np.empty((len(samples), 0), np.float32)
+        y = np.empty(len(samples), np.int64)
         for digest, positions in by_blob.items():
-            blob = arrays.unpack(self.lc.artifacts.get(digest))
-            rows = [samples[i].data_row for i in positions]
-            if X is None:
-                X = np.empty((len(samples), blob["X"].shape[1]), dtype=blob["X"].dtype)
-                y = np.empty(len(samples), dtype=np.int64)
-            X[positions], y[positions] = blob["X"][rows], blob["y"][rows]
+            Xb, yb = self.lc.vault.rows(digest, [samples[i].data_row for i in positions],
+                                        [samples[i].sample_id for i in positions])
+            if X.shape[1] != Xb.shape[1]:
+                X = np.empty((len(samples), Xb.shape[1]), np.float32)
+            X[positions], y[positions] = Xb, yb
         return X, y
 
     def _verify(self, model, tags, strategy, tasks, task_states, forgotten_now):
@@ -347,7 +345,10 @@ class Worker:
                 state = "forgotten"
             if state == "pending" or task.probe_digest is None:
                 continue
-            Xp, yp = self._probe(task.probe_digest)
+            try:
+                Xp, yp = self._probe(task.probe_digest)
+            except Erased:
+                continue  # a forgotten task's probe set, purged by the model's policy while this step ran
             acc = float(np.mean(strategy.predict(Xp, task=name) == yp))
             role = "forgotten" if state == "forgotten" else "retained"
             c = chance(model, task, tags)
@@ -397,31 +398,16 @@ class Worker:
 
     def _probe(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
         if digest not in self._probes:
-            blob = arrays.unpack(self.lc.artifacts.get(digest))
-            self._probes[digest] = (blob["X"], blob["y"])
+            self._probes[digest] = self.lc.vault.rows(digest)
         return self._probes[digest]
 
     # ---- purging -------------------------------------------------------------
 
     def purge(self, model: Model) -> None:
-        """Delete forgotten samples' stored data, and model states trained on it.
+        """Erase what the model may no longer keep (see ``lifecycle.purge``).
 
-        Idempotent: after a crash between commit and purge, ``maintain`` finds
-        what still points at forgotten data and finishes the job.
+        Idempotent: a purge a crash interrupted is finished by the next one,
+        and one that another thread or worker is running is left to it.
         """
-        for digest in sorted({s.data_digest for s in self.ledger.forgotten_with_data(model.id)}):
-            keep = [s for s in self.ledger.samples_in_blob(digest) if s.status != "forgotten"]
-            new = None
-            if keep and self.lc.artifacts.exists(digest):
-                blob = arrays.unpack(self.lc.artifacts.get(digest))
-                rows = [s.data_row for s in keep]
-                new = self.lc.artifacts.put(arrays.pack({
-                    "X": blob["X"][rows], "y": blob["y"][rows], "sample_ids": np.array([s.sample_id for s in keep]),
-                }))
-            self.ledger.repoint_blob(digest, new, {s.sample_id: i for i, s in enumerate(keep)})
-            if not self.ledger.blob_in_use(digest):
-                self.lc.artifacts.delete(digest)
-        versions, digests = self.ledger.states_to_purge(model.id)
-        for digest in digests:
-            self.lc.artifacts.delete(digest)
-        self.ledger.flag_states_purged(model.id, versions)
+        purge.purge_model(self.ledger, self.lc.vault, model.id, self.owner)
+        self._probes = {d: p for d, p in self._probes.items() if self.lc.vault.exists(d)}

@@ -58,6 +58,12 @@ class ArtifactStore:
     def delete(self, digest: str) -> None:
         self._path(digest).unlink(missing_ok=True)
 
+    def age_seconds(self, digest: str, now: float) -> float:
+        try:
+            return now - self._path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
     def digests(self) -> list[str]:
         if not self.root.exists():
             return []

@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, func, select, union_all, update
+from sqlalchemy import Engine, delete, exists, func, insert, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
 from store import audit
@@ -51,6 +50,8 @@ def _model(row: ModelRow) -> rec.Model:
         relapse_threshold=row.relapse_threshold,
         forget_due_days=row.forget_due_days,
         created_at=row.created_at,
+        keep_states=row.keep_states,
+        forgotten_probes=row.forgotten_probes,
     )
 
 
@@ -154,6 +155,8 @@ class Ledger:
         n_classes: int,
         relapse_threshold: float,
         forget_due_days: float,
+        keep_states: int = 3,
+        forgotten_probes: str = "keep",
     ) -> rec.Model:
         with self._begin() as s:
             row = ModelRow(
@@ -164,14 +167,17 @@ class Ledger:
                 n_classes=n_classes,
                 relapse_threshold=relapse_threshold,
                 forget_due_days=forget_due_days,
-                subject_salt=secrets.token_hex(16),
+                subject_salt=None,
+                keep_states=keep_states,
+                forgotten_probes=forgotten_probes,
                 created_at=utcnow(),
                 audit_seq=0,
                 audit_head=None,
             )
             s.add(row)
             s.flush()
-            _event(s, row.id, None, "model_created", strategy=strategy, config=config)
+            _event(s, row.id, None, "model_created", strategy=strategy, config=config, keep_states=keep_states,
+                   forgotten_probes=forgotten_probes)
             return _model(row)
 
     def model(self, name: str) -> rec.Model | None:
@@ -183,7 +189,8 @@ class Ledger:
         with self._begin() as s:
             return [_model(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.id))]
 
-    def subject_salt(self, model_id: int) -> str:
+    def subject_salt(self, model_id: int) -> str | None:
+        """The salt of a model from before keyed identifiers (None for every newer model)."""
         with self._begin() as s:
             return s.scalar(select(ModelRow.subject_salt).where(ModelRow.id == model_id))
 
@@ -222,6 +229,16 @@ class Ledger:
                     TombstoneRow.model_id == model_id, TombstoneRow.sample_id.in_(chunk)
                 )
                 found.update(s.scalars(q))
+        return found
+
+    def tombstoned_content(self, model_id: int, content_digests: Iterable[str]) -> set[str]:
+        """Which of these row fingerprints belong to forgotten samples."""
+        digests = list(content_digests)
+        found: set[str] = set()
+        with self._begin() as s:
+            for chunk in _chunks(digests, 500):
+                found.update(s.scalars(select(TombstoneRow.content_digest).where(
+                    TombstoneRow.model_id == model_id, TombstoneRow.content_digest.in_(chunk))))
         return found
 
     def tombstone_ids(self, model_id: int) -> frozenset[str]:
@@ -263,44 +280,11 @@ class Ledger:
                 raise ValueError(f"unknown forget target {target!r}")
             return [_sample(row, name) for row, name in s.execute(q.order_by(SampleRow.id))]
 
-    def forgotten_with_data(self, model_id: int | None = None) -> list[rec.Sample]:
-        """Forgotten samples whose stored data still awaits purging."""
+    def learn_sample_ids(self, learn_seq: int) -> list[str]:
+        """The sample digests a learn request brought, in the order of its data file."""
         with self._begin() as s:
-            q = (
-                select(SampleRow, TaskRow.name)
-                .join(TaskRow, TaskRow.id == SampleRow.task_id)
-                .where(SampleRow.status == FORGOTTEN, SampleRow.data_digest.is_not(None))
-            )
-            if model_id is not None:
-                q = q.where(SampleRow.model_id == model_id)
-            return [_sample(row, name) for row, name in s.execute(q)]
-
-    def samples_in_blob(self, digest: str) -> list[rec.Sample]:
-        with self._begin() as s:
-            q = (
-                select(SampleRow, TaskRow.name)
-                .join(TaskRow, TaskRow.id == SampleRow.task_id)
-                .where(SampleRow.data_digest == digest)
-            )
-            return [_sample(row, name) for row, name in s.execute(q)]
-
-    def repoint_blob(self, old: str, new: str | None, rows: dict[str, int]) -> None:
-        """After a blob was rewritten without forgotten rows: move the kept
-        samples (``sample_id -> new row``) to ``new``; drop the rest's pointers."""
-        with self._begin() as s:
-            for sample_row in s.scalars(select(SampleRow).where(SampleRow.data_digest == old)):
-                if sample_row.sample_id in rows and new is not None:
-                    sample_row.data_digest, sample_row.data_row = new, rows[sample_row.sample_id]
-                else:
-                    sample_row.data_digest, sample_row.data_row = None, None
-            s.execute(update(RequestRow).where(RequestRow.payload_digest == old).values(payload_digest=new))
-
-    def blob_in_use(self, digest: str) -> bool:
-        with self._begin() as s:
-            return bool(
-                s.scalar(select(exists().where(SampleRow.data_digest == digest)))
-                or s.scalar(select(exists().where(RequestRow.payload_digest == digest)))
-            )
+            return list(s.scalars(select(SampleRow.sample_id).where(SampleRow.learn_request_seq == learn_seq)
+                                  .order_by(SampleRow.data_row)))
 
     # ---- submission --------------------------------------------------------
 
@@ -327,6 +311,7 @@ class Ledger:
         sample_ids: Sequence[str],
         labels: Sequence[int],
         subject_hashes: Sequence[str | None],
+        content_digests: Sequence[str],
         idempotency_key: str | None,
         requested_by: str | None,
         reason: str | None,
@@ -364,20 +349,15 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            s.add_all(
-                SampleRow(
-                    model_id=model.id,
-                    sample_id=sid,
-                    task_id=task_row.id,
-                    subject_hash=subj,
-                    label=int(label),
-                    learn_request_seq=row.seq,
-                    status=PENDING,
-                    data_digest=payload_digest,
-                    data_row=i,
-                )
-                for i, (sid, label, subj) in enumerate(zip(sample_ids, labels, subject_hashes, strict=True))
-            )
+            rows = [
+                {"model_id": model.id, "sample_id": sid, "task_id": task_row.id, "subject_hash": subj,
+                 "content_digest": content, "label": int(label), "learn_request_seq": row.seq, "status": PENDING,
+                 "data_digest": payload_digest, "data_row": i}
+                for i, (sid, label, subj, content) in enumerate(
+                    zip(sample_ids, labels, subject_hashes, content_digests, strict=True))
+            ]
+            for chunk in _chunks(rows, 5000):
+                s.execute(insert(SampleRow), chunk)
             _event(s, model.id, row.id, "submitted", locked=locked, request_kind="learn", task=task,
                    n_samples=len(sample_ids))
             return _request(row, model.name)
@@ -442,33 +422,38 @@ class Ledger:
                    reason=reason)
             return _request(row, locked.name)
 
-    def open_forget_of_task(self, model_id: int, task: str) -> str | None:
-        """The id of a queued or running forget of ``task``, if any."""
+    def open_forget_overlapping(self, model_id: int, target: dict[str, Any]) -> str | None:
+        """The id of a queued or running forget that names the same task or
+        subject, or any of the same samples, if there is one."""
         with self._begin() as s:
             rows = s.scalars(
                 select(RequestRow).where(
+                    RequestRow.status.in_((QUEUED, RUNNING)),
                     RequestRow.model_id == model_id,
                     RequestRow.kind == "forget",
-                    RequestRow.status.in_((QUEUED, RUNNING)),
                 )
             )
+            wanted = set(target.get("samples", ()))
             for row in rows:
-                if row.target.get("task") == task:
+                for key in ("task", "subject_hash"):
+                    if key in target and row.target.get(key) == target[key]:
+                        return row.id
+                if wanted and not wanted.isdisjoint(row.target.get("samples", ())):
                     return row.id
             return None
 
-    def cancel(self, request_id: str) -> rec.Request | None:
-        """Cancel a queued request; returns it, or None when it was not queued."""
+    def cancel(self, request_id: str) -> tuple[rec.Request, tuple[str, ...]] | None:
+        """Cancel a queued request; returns it with the artifacts it freed
+        (see ``_drop_unlearned``), or None when it was not queued."""
         with self._begin() as s:
             row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
             if row is None or row.status != QUEUED:
                 return None
             row.status, row.finished_at = CANCELLED, utcnow()
-            if row.kind == "learn":
-                s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq))
+            freed = _drop_unlearned(s, row) if row.kind == "learn" else ()
             _event(s, row.model_id, row.id, "cancelled")
             name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
-            return _request(row, name)
+            return _request(row, name), freed
 
     def extend_deadline(self, request_id: str, until: dt.datetime, reason: str, by: str | None) -> rec.Request | None:
         """Move an open forget's due date later; None when the request is not open."""
@@ -631,8 +616,9 @@ class Ledger:
             row.status, row.lease_owner, row.lease_expires_at = QUEUED, None, None
             _event(s, row.model_id, row.id, "released", owner=claim.owner, attempt=claim.attempt, why=why)
 
-    def requeue_expired(self, max_attempts: int) -> list[str]:
-        """Re-queue running requests whose lease expired; fail those out of attempts."""
+    def requeue_expired(self, max_attempts: int) -> list[tuple[str, tuple[str, ...]]]:
+        """Re-queue running requests whose lease expired; fail those out of
+        attempts. Returns (request id, artifacts a failed learn freed)."""
         now = utcnow()
         touched = []
         with self._begin() as s:
@@ -648,15 +634,12 @@ class Ledger:
                 if row.attempt >= max_attempts:
                     row.status, row.finished_at = FAILED, now
                     row.error = f"its lease expired {row.attempt} times (worker died or hung each time)"
-                    if row.kind == "learn":
-                        s.execute(
-                            delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
-                        )
+                    freed = _drop_unlearned(s, row) if row.kind == "learn" else ()
                     _event(s, row.model_id, row.id, "failed", error=row.error)
                 else:
-                    row.status = QUEUED
+                    row.status, freed = QUEUED, ()
                     _event(s, row.model_id, row.id, "requeued", expired_owner=owner, attempt=row.attempt)
-                touched.append(row.id)
+                touched.append((row.id, freed))
         return touched
 
     # ---- finishing ----------------------------------------------------------
@@ -715,7 +698,7 @@ class Ledger:
                 .where(ModelVersionRow.model_id.in_(model_ids))
                 .group_by(ModelVersionRow.model_id)
             ).all())
-            committed, freed = [], []
+            committed = []
             for result in results:
                 claim = result.claim
                 row = rows.get(claim.request.id)
@@ -726,10 +709,10 @@ class Ledger:
                 if result.status != APPLIED:
                     row.status, row.finished_at, row.error = result.status, now, result.error
                     row.lease_owner = row.lease_expires_at = None
-                    if row.kind == "learn":
-                        freed.append(row.seq)  # the samples were never learned: free their ids
                     _event(s, row.model_id, row.id, result.status, locked=model_row, error=result.error)
-                    committed.append(rec.Committed(row.id, None))
+                    # the samples were never learned: free their ids and data
+                    freed = _drop_unlearned(s, row) if row.kind == "learn" else ()
+                    committed.append(rec.Committed(row.id, None, freed=freed))
                     continue
                 base = result.base_version
                 if latest.get(row.model_id, 0) != base:
@@ -740,8 +723,6 @@ class Ledger:
                 self._commit_applied(s, row, model_row, base + 1, result.outcome, now)
                 committed.append(rec.Committed(row.id, rec.ModelVersion(
                     model_row.name, base + 1, row.id, result.outcome.artifact_digest, False, now)))
-            if freed:
-                s.execute(delete(SampleRow).where(SampleRow.learn_request_seq.in_(freed), SampleRow.status == PENDING))
             return committed
 
     @staticmethod
@@ -790,6 +771,10 @@ class Ledger:
                 .where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
                 .values(status=ACTIVE)
             )
+        # An erasure (of samples or of a subject) tombstones the rows' contents
+        # too, so they cannot come back under new ids; a task forget does not:
+        # a task may be deliberately learned again (relearned).
+        erasure = row.kind == "forget" and "task" not in row.target
         for chunk in _chunks(outcome.forgotten_sample_ids, 500):
             found = s.scalars(
                 select(SampleRow).where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
@@ -797,7 +782,9 @@ class Ledger:
             for sample_row in found:
                 sample_row.status = FORGOTTEN
                 s.add(TombstoneRow(model_id=model_id, sample_id=sample_row.sample_id,
-                                   subject_hash=sample_row.subject_hash, request_id=row.id, created_at=now))
+                                   subject_hash=sample_row.subject_hash,
+                                   content_digest=sample_row.content_digest if erasure else None,
+                                   request_id=row.id, created_at=now))
         if outcome.certificate is not None:
             s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
         row.status, row.finished_at = APPLIED, now
@@ -806,48 +793,97 @@ class Ledger:
         _event(s, model_id, row.id, "applied", locked=model_row, version=version, artifact=outcome.artifact_digest,
                step_seconds=round(outcome.step_seconds, 6))
 
-    def states_to_purge(self, model_id: int) -> tuple[list[int], list[str]]:
-        """Versions older than the model's latest applied forget whose states
-        are not yet purged (they were trained on forgotten data), and the
-        digests among them no live version shares. The caller deletes the
-        files first and then calls ``flag_states_purged``, so a crash in
-        between is finished by the next call."""
+    # ---- purging ---------------------------------------------------------------
+
+    def take_purge(self, model_id: int, owner: str, lease_seconds: float) -> bool:
+        """Take the model's purge lease: at most one purge per model runs at a time."""
+        now = utcnow()
         with self._begin() as s:
-            cutoff = s.scalar(
-                select(func.max(RequestRow.result_version)).where(
-                    RequestRow.model_id == model_id, RequestRow.kind == "forget", RequestRow.status == APPLIED
-                )
+            done = s.execute(
+                update(ModelRow)
+                .where(ModelRow.id == model_id,
+                       or_(ModelRow.purge_owner.is_(None), ModelRow.purge_owner == owner, ModelRow.purge_until < now))
+                .values(purge_owner=owner, purge_until=now + dt.timedelta(seconds=lease_seconds))
             )
-            if cutoff is None:
-                return [], []
-            rows = s.scalars(
-                select(ModelVersionRow).where(ModelVersionRow.model_id == model_id,
-                                              ModelVersionRow.state_purged.is_(False))
+            return done.rowcount == 1
+
+    def release_purge(self, model_id: int, owner: str) -> None:
+        with self._begin() as s:
+            s.execute(update(ModelRow).where(ModelRow.id == model_id, ModelRow.purge_owner == owner)
+                      .values(purge_owner=None, purge_until=None))
+
+    def purge_plan(self, model_id: int) -> rec.PurgePlan:
+        """What the model still keeps that it must not: forgotten samples'
+        data rows, model states older than its latest applied forget or past
+        its retention, and (when its policy says so) forgotten tasks' probe
+        sets. Every lookup is by index, so the plan costs what it names."""
+        with self._begin() as s:
+            model = s.get(ModelRow, model_id)
+            rows = s.execute(
+                select(SampleRow.id, SampleRow.data_digest, SampleRow.data_row)
+                .where(SampleRow.status == FORGOTTEN, SampleRow.data_digest.is_not(None),
+                       SampleRow.model_id == model_id)
+                .order_by(SampleRow.data_digest, SampleRow.data_row)
             ).all()
-            old = [r for r in rows if r.version < cutoff]
-            live = {r.artifact_digest for r in rows if r.version >= cutoff}
-            return [r.version for r in old], sorted({r.artifact_digest for r in old} - live)
+            cutoff = s.scalar(select(func.max(RequestRow.result_version)).where(
+                RequestRow.model_id == model_id, RequestRow.status == APPLIED, RequestRow.kind == "forget"))
+            latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
+            states: list[tuple[int, str]] = []
+            if latest is not None:
+                oldest_kept = max(latest - model.keep_states + 1, cutoff or 0)
+                states = [(v, d) for v, d in s.execute(
+                    select(ModelVersionRow.version, ModelVersionRow.artifact_digest)
+                    .where(ModelVersionRow.model_id == model_id, ModelVersionRow.state_purged.is_(False),
+                           ModelVersionRow.version < oldest_kept)
+                )]
+            probes: list[tuple[str, str]] = []
+            if model.forgotten_probes == "purge":
+                probes = [(n, d) for n, d in s.execute(
+                    select(TaskRow.name, TaskRow.probe_digest)
+                    .where(TaskRow.model_id == model_id, TaskRow.state == FORGOTTEN, TaskRow.probe_digest.is_not(None))
+                )]
+            return rec.PurgePlan(model_id, [(r.id, r.data_digest, r.data_row) for r in rows], states, probes)
 
-    def flag_states_purged(self, model_id: int, versions: list[int]) -> None:
-        if not versions:
-            return
+    def finish_purge(self, plan: rec.PurgePlan) -> list[str]:
+        """Record that the plan's rows, states and probes were erased (their
+        keys are already destroyed); return the artifacts that nothing
+        references any more, for the caller to delete."""
+        if plan.empty:
+            return []
         with self._begin() as s:
-            s.execute(
-                update(ModelVersionRow)
-                .where(ModelVersionRow.model_id == model_id, ModelVersionRow.version.in_(versions))
-                .values(state_purged=True)
-            )
-            _event(s, model_id, None, "states_purged", versions=sorted(versions))
+            ids = [pk for pk, _, _ in plan.rows]
+            for chunk in _chunks(ids, 1000):
+                s.execute(update(SampleRow).where(SampleRow.id.in_(chunk)).values(data_digest=None, data_row=None))
+            if plan.states:
+                s.execute(update(ModelVersionRow)
+                          .where(ModelVersionRow.model_id == plan.model_id,
+                                 ModelVersionRow.version.in_([v for v, _ in plan.states]))
+                          .values(state_purged=True))
+            for name, _ in plan.probes:
+                s.execute(update(TaskRow).where(TaskRow.model_id == plan.model_id, TaskRow.name == name)
+                          .values(probe_digest=None))
+            touched = plan.digests()
+            _event(s, plan.model_id, None, "purged", rows=len(plan.rows), files=len({d for _, d, _ in plan.rows}),
+                   versions=sorted(v for v, _ in plan.states), probes=sorted(n for n, _ in plan.probes))
+            return sorted(set(touched) - _referenced(s, touched))
 
-    def digest_in_use(self, digest: str) -> bool:
-        """Whether an unpurged model version still points at ``digest``."""
+    def unreferenced(self, digests: Iterable[str]) -> list[str]:
+        """Those of ``digests`` that no sample, open request, task or kept model state points at."""
+        digests = sorted(set(d for d in digests if d))
         with self._begin() as s:
-            return bool(
-                s.scalar(
-                    select(exists().where(ModelVersionRow.artifact_digest == digest,
-                                          ModelVersionRow.state_purged.is_(False)))
-                )
-            )
+            return sorted(set(digests) - _referenced(s, digests))
+
+    def referenced_digests(self) -> set[str]:
+        """Every artifact the ledger still points at (for the sweep)."""
+        with self._begin() as s:
+            found = set(s.scalars(select(SampleRow.data_digest).where(SampleRow.data_digest.is_not(None))
+                                  .distinct()))
+            found |= set(s.scalars(select(TaskRow.probe_digest).where(TaskRow.probe_digest.is_not(None))))
+            found |= set(s.scalars(select(ModelVersionRow.artifact_digest)
+                                   .where(ModelVersionRow.state_purged.is_(False))))
+            found |= set(s.scalars(select(RequestRow.payload_digest).where(
+                RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.payload_digest.is_not(None))))
+            return found
 
     # ---- reports -------------------------------------------------------------
 
@@ -965,7 +1001,33 @@ def _version(row: ModelVersionRow, model_name: str) -> rec.ModelVersion:
                             row.created_at)
 
 
-def _chunks(items: Sequence[str], size: int):
+def _referenced(s: Session, digests: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(list(digests), 500):
+        found |= set(s.scalars(select(SampleRow.data_digest).where(SampleRow.data_digest.in_(chunk)).distinct()))
+        found |= set(s.scalars(select(TaskRow.probe_digest).where(TaskRow.probe_digest.in_(chunk))))
+        found |= set(s.scalars(select(ModelVersionRow.artifact_digest).where(
+            ModelVersionRow.artifact_digest.in_(chunk), ModelVersionRow.state_purged.is_(False))))
+        found |= set(s.scalars(select(RequestRow.payload_digest).where(
+            RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.payload_digest.in_(chunk))))
+    return found
+
+
+def _drop_unlearned(s: Session, row: RequestRow) -> tuple[str, ...]:
+    """A learn that ends without being applied takes its sample rows with it,
+    and its task too when nothing else was ever learned or queued for it.
+    Returns the artifacts it may have freed (its data file, that task's probe
+    set), for the caller to erase once the transaction commits."""
+    s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING))
+    freed = (row.payload_digest,) if row.payload_digest else ()
+    task = s.scalar(select(TaskRow).where(TaskRow.model_id == row.model_id, TaskRow.name == row.target["task"]))
+    if task is None or task.state != PENDING or s.scalar(select(exists().where(SampleRow.task_id == task.id))):
+        return freed
+    s.delete(task)
+    return freed + ((task.probe_digest,) if task.probe_digest else ())
+
+
+def _chunks(items: Sequence, size: int):
     items = list(items)
     for i in range(0, len(items), size):
         yield items[i : i + size]

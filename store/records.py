@@ -28,6 +28,8 @@ class Model:
     relapse_threshold: float
     forget_due_days: float
     created_at: dt.datetime
+    keep_states: int = 3
+    forgotten_probes: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class Committed:
     request_id: str
     version: ModelVersion | None  # the new version, when the step applied
     lost: str | None = None  # why nothing was committed: the worker no longer held the request
+    freed: tuple[str, ...] = ()  # artifacts a learn that ended unapplied may have left unreferenced
 
 
 @dataclass(frozen=True)
@@ -195,3 +198,27 @@ class Report:
     html_path: str
     html_sha256: str
     json_sha256: str
+
+
+@dataclass(frozen=True)
+class PurgePlan:
+    """What one purge of a model erases: (sample pk, data file, row) of
+    forgotten samples, (version, digest) of states, (task, digest) of probes."""
+
+    model_id: int
+    rows: list[tuple[int, str, int]]
+    states: list[tuple[int, str]]
+    probes: list[tuple[str, str]]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.rows or self.states or self.probes)
+
+    def rows_by_file(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for _, digest, row in self.rows:
+            out.setdefault(digest, []).append(row)
+        return out
+
+    def digests(self) -> list[str]:
+        return sorted({d for _, d, _ in self.rows} | {d for _, d in self.states} | {d for _, d in self.probes})

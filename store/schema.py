@@ -68,7 +68,15 @@ class ModelRow(Base):
     n_classes: Mapped[int] = mapped_column(Integer)
     relapse_threshold: Mapped[float] = mapped_column(Float)
     forget_due_days: Mapped[float] = mapped_column(Float)
-    subject_salt: Mapped[str] = mapped_column(String(64))
+    # ledgers from before keyed identifiers hashed subjects with this salt; unused since
+    subject_salt: Mapped[str | None] = mapped_column(String(64))
+    # model states kept besides the latest (older ones are erased), and what
+    # happens to a forgotten task's probe set: "keep" (relapse watching) | "purge"
+    keep_states: Mapped[int] = mapped_column(Integer, default=3)
+    forgotten_probes: Mapped[str] = mapped_column(String(8), default="keep")
+    # at most one purge per model at a time: whoever holds this lease
+    purge_owner: Mapped[str | None] = mapped_column(String(200))
+    purge_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     # head of the audit chain over this model's events (see store.audit)
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
@@ -99,13 +107,18 @@ class SampleRow(Base):
         Index("ix_samples_task", "task_id"),
         # the commit of a learn activates (or, when it fails, frees) the samples it brought
         Index("ix_samples_learn_request", "learn_request_seq"),
+        # a purge finds forgotten samples that still have data, and whether a data file is still used
+        Index("ix_samples_unpurged", "status", "data_digest"),
+        Index("ix_samples_data", "data_digest"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    # keyed digests (store.identity), never the caller's identifiers
     sample_id: Mapped[str] = mapped_column(String(200))
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
     subject_hash: Mapped[str | None] = mapped_column(String(64))
+    content_digest: Mapped[str | None] = mapped_column(String(64))
     label: Mapped[int] = mapped_column(Integer)
     learn_request_seq: Mapped[int] = mapped_column(BigInteger)
     # pending (its learn is queued) | active | forgotten
@@ -198,12 +211,14 @@ class TombstoneRow(Base):
     __table_args__ = (
         UniqueConstraint("model_id", "sample_id"),
         Index("ix_tombstones_subject", "model_id", "subject_hash"),
+        Index("ix_tombstones_content", "model_id", "content_digest"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     sample_id: Mapped[str] = mapped_column(String(200))
     subject_hash: Mapped[str | None] = mapped_column(String(64))
+    content_digest: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

@@ -15,6 +15,14 @@ def signing_key(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def id_key(tmp_path_factory):
+    """Identifiers in tests are digested under a throwaway key (worker subprocesses inherit it)."""
+    path = tmp_path_factory.mktemp("idkey") / "id-key"
+    os.environ["LIFECYCLE_ID_KEY"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = PostgresServer()
@@ -45,4 +53,4 @@ def pg_url(postgres_server):
 def lc(db_url, tmp_path):
     import lifecycle
 
-    return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts")
+    return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")

@@ -51,7 +51,7 @@ def test_certificate_records_membership_inference_before_the_purge(applied_forge
     assert attack["attack"] == "margin"
     # exact removal: alice's samples look like unseen ones to the attack
     assert abs(attack["auc"] - 0.5) < 0.15, attack
-    assert not lc.ledger.forgotten_with_data(lc.model("digits").id)
+    assert lc.ledger.purge_plan(lc.model("digits").id).empty
     # analytic keeps no per-sample provenance and has nothing to declare
     assert body["verification"]["provenance"] is None and body["notes"] == []
 

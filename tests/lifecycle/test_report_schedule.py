@@ -83,7 +83,7 @@ def test_a_cron_schedule_is_accepted(lc, tmp_path):
 def test_report_command(ledger, db_url, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["report", "--model", "digits", "--out", str(out), "--db", db_url,
-                                 "--artifacts", str(ledger.artifacts.root)])
+                                 "--artifacts", str(ledger.vault.artifacts.root)])
     assert result.exit_code == 0, result.output
     assert (out / "digits.html").read_text().count('<table id="relapse"') == 1
     assert json.loads((out / "digits.json").read_text())["model"]["name"] == "digits"

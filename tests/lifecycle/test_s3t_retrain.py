@@ -20,7 +20,7 @@ CONFIG = {"n_shards": 2, "n_slices": 2, "continual_slices": 1, "n_sequences": 1,
 
 def current_strategy(lc, model: str):
     m = lc.model(model)
-    return load_strategy(lc.artifacts, m, lc.ledger.latest_version(m.id))
+    return load_strategy(lc.vault, m, lc.ledger.latest_version(m.id))
 
 
 def test_background_retrain_is_scheduled_and_committed(lc):

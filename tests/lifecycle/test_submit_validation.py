@@ -22,8 +22,7 @@ def snapshot(lc):
             rows = conn.execute(text(f"SELECT * FROM {name} ORDER BY 1")).all()
             tables[name] = [tuple(map(str, r)) for r in rows]
     files = {}
-    root = lc.artifacts.root
-    if root.exists():
+    for root in (lc.vault.artifacts.root, lc.vault.keys.root):
         for dirpath, _, names in os.walk(root):
             for n in names:
                 p = os.path.join(dirpath, n)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lifecycle
-from lifecycle import arrays
+from lifecycle.vault import Erased
 from lifecycle.worker import Worker
 from store.records import Claim
 from tests.data import accuracy_of, alternating_subjects, digits_tasks, learn_task, make_model
@@ -72,21 +72,27 @@ def test_forgotten_data_is_purged_after_commit(lc):
     victims = [f"0-1/{i}" for i in range(0, len(t0.y), 3)]
     lc.forget("digits", samples=victims)
     lc.drain()
-    # no stored training blob holds a forgotten sample any more
-    for digest in lc.artifacts.digests():
-        blob = arrays.unpack(lc.artifacts.get(digest))
-        if "sample_ids" in blob:
-            assert not set(victims) & set(blob["sample_ids"].tolist())
-    # the kept samples of that blob still resolve to their own rows
-    kept = lc.ledger.samples(lc.model("digits").id, ["0-1/1", "0-1/2"])
-    for sid, s in kept.items():
-        blob = arrays.unpack(lc.artifacts.get(s.data_digest))
-        assert blob["sample_ids"][s.data_row] == sid
+    model_id = lc.model("digits").id
+    digests = [lc.sample_digest(v) for v in victims]
+    gone = lc.ledger.samples(model_id, digests)
+    assert {s.status for s in gone.values()} == {"forgotten"} and all(s.data_digest is None for s in gone.values())
+    # the forgotten rows' keys are destroyed: the data file no longer opens them
+    learned = lc.ledger.samples(model_id, [lc.sample_digest("0-1/1")])
+    data_file = next(iter(learned.values())).data_digest
+    victim_rows = [int(v.split("/")[1]) for v in victims]
+    with pytest.raises(Erased):
+        lc.vault.rows(data_file, victim_rows[:1], digests[:1])
+    # the kept samples of that file still resolve to their own rows
+    kept = lc.ledger.samples(model_id, [lc.sample_digest("0-1/1"), lc.sample_digest("0-1/2")])
+    for s in kept.values():
+        X, y = lc.vault.rows(s.data_digest, [s.data_row], [s.sample_id])
+        i = int([v for v in ("0-1/1", "0-1/2") if lc.sample_digest(v) == s.sample_id][0].split("/")[1])
+        assert np.array_equal(X[0], t0.X[i].astype(np.float32)) and y[0] == t0.y[i]
     # states trained on the forgotten data are gone; the latest serves
     versions = lc.versions("digits")
     assert [v.state_purged for v in versions] == [True, True, False]
     for v in versions[:-1]:
-        assert not lc.artifacts.exists(v.artifact_digest)
+        assert not lc.vault.exists(v.artifact_digest) and not lc.vault.keys.exists(v.artifact_digest)
     # a later forget can still read the remaining samples' data
     lc.forget("digits", samples=["0-1/1"])
     assert lc.drain()[0].status == "applied"
@@ -149,7 +155,7 @@ def test_completion_is_fenced_on_the_lease(lc):
     import time
 
     time.sleep(0.05)
-    assert lc.ledger.requeue_expired(max_attempts=5) == [req.id]
+    assert lc.ledger.requeue_expired(max_attempts=5) == [(req.id, ())]
     # w1 wakes up late: its completion must be refused
     [done] = lc.ledger.commit_steps([w1._step(claim).result])
     assert done.version is None and "no longer holds attempt 1" in done.lost
@@ -205,7 +211,7 @@ def test_commit_steps_fences_each_step_on_its_own(lc):
 
     time.sleep(0.05)
     assert lc.ledger.renew(ca, 60)  # w1 kept a's lease alive but not b's
-    assert lc.ledger.requeue_expired(max_attempts=5) == [rb.id]
+    assert lc.ledger.requeue_expired(max_attempts=5) == [(rb.id, ())]
     done = lc.ledger.commit_steps([s.result for s in steps])
     assert done[0].lost is None and done[0].version.version == 1
     assert done[1].version is None and "no longer holds attempt 1" in done[1].lost

@@ -54,4 +54,5 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
 
 def test_sqlite_keeps_artifacts_beside_the_database_file(tmp_path):
     lc = lifecycle.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
-    assert lc.artifacts.root == tmp_path / "ledger.db.artifacts"
+    assert lc.vault.artifacts.root == tmp_path / "ledger.db.artifacts"
+    assert lc.vault.keys.root == tmp_path / "ledger.db.keys"

@@ -85,7 +85,7 @@ def test_forget_through_the_ledger_reaches_chance_spares_the_rest_and_does_not_r
     assert {t.name: t.state for t in lc.tasks("m")}[FORGOTTEN] == "relearned"
     assert accuracies(lc.history("m")[-1])[FORGOTTEN] >= 0.9
     model = lc.model("m")
-    strategy = load_strategy(lc.artifacts, model, lc.versions("m")[-1])
+    strategy = load_strategy(lc.vault, model, lc.versions("m")[-1])
     state = strategy.state_dict()
     assert list(state["task_names"]) == ["0-1", "2-3", "4-5", "6-7", "8-9", "2-3"]
     assert list(state["active"]) == [True, False, True, True, True, True]

@@ -1,0 +1,108 @@
+"""Keyed digests of personal identifiers (sample ids, subjects, row contents).
+
+Identifiers never reach the ledger in clear: the API turns each into an
+HMAC-SHA256 under a secret that lives outside the database, so a copy of the
+database (or its WAL, events, certificates, reports) cannot be matched
+against a guess list without that secret. Text is NFC-normalised first, so
+"café" typed two ways is one identifier.
+
+The secret is a file named by the ``id_key`` argument of ``connect``, the
+``LIFECYCLE_ID_KEY`` environment variable, or
+``$XDG_CONFIG_HOME/lifecycle/id-key``; it is created on first use.
+Losing it makes every stored digest unmatchable: back it up like the
+signing key, apart from the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("lifecycle.identity")
+
+
+class IdKeyError(Exception):
+    """The identifier secret cannot be read."""
+
+
+def default_id_key_path() -> Path:
+    if os.environ.get("LIFECYCLE_ID_KEY"):
+        return Path(os.environ["LIFECYCLE_ID_KEY"])
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "lifecycle" / "id-key"
+
+
+def normalise(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+class IdKey:
+    """The HMAC secret; loaded (or created) on first use, never stored in the ledger."""
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path else default_id_key_path()
+        self._secret: bytes | None = None
+
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = self._load_or_create()
+        return self._secret
+
+    def _load_or_create(self) -> bytes:
+        try:
+            text = self.path.read_text().strip()
+        except FileNotFoundError:
+            return self._create()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IdKeyError(f"cannot read the identifier key {self.path}: {exc}") from None
+        try:
+            secret = bytes.fromhex(text)
+        except ValueError:
+            secret = b""
+        if len(secret) < 32:
+            raise IdKeyError(f"{self.path} does not hold an identifier key (64 or more hex digits)")
+        return secret
+
+    def _create(self) -> bytes:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_bytes(32)
+        # O_EXCL: two processes starting at once must not each write a different key
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self._load_or_create()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret.hex() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.warning("generated a new identifier key at %s; back it up apart from the ledger: without it no "
+                    "stored sample id or subject can be matched again", self.path)
+        return secret
+
+    def _mac(self, domain: bytes, data: bytes) -> str:
+        return hmac.new(self.secret(), domain + b"\0" + data, hashlib.sha256).hexdigest()
+
+    def sample(self, sample_id: str) -> str:
+        return self._mac(b"sample", normalise(sample_id).encode())
+
+    def subject(self, subject: str) -> str:
+        return self._mac(b"subject", normalise(subject).encode())
+
+    def legacy_subject(self, salted_sha256: str) -> str:
+        """A subject hash from before keyed identifiers (``sha256(salt:subject)``), keyed."""
+        return self._mac(b"legacy-subject", salted_sha256.encode())
+
+    def rows(self, X: np.ndarray) -> list[str]:
+        """Content fingerprints of float32 feature rows: the same row learned
+        again under another id is recognised by them."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = X + np.float32(0.0)  # -0.0 and 0.0 are one value
+        secret = self.secret()
+        return [hmac.digest(secret, b"row\0" + row.tobytes(), "sha256").hex() for row in X]

@@ -1,0 +1,99 @@
+"""Data keys for crypto-shredding, kept apart from the artifacts they open.
+
+Every artifact is encrypted (see ``lifecycle.vault``); its keys live here, one
+file per artifact holding one 32-byte key per record. Erasing records
+overwrites their keys in place and syncs the file; erasing an artifact
+overwrites and unlinks its key file. A copy of the artifact store taken
+before an erasure is then useless for what was erased, as long as this
+folder is not copied with it: keep it on other storage, out of the artifact
+store's backups.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from store.errors import ArtifactMissing
+
+KEY_BYTES = 32
+ZERO = bytes(KEY_BYTES)
+
+
+class KeyStore:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def _path(self, digest: str) -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        return self.root / digest[:2] / digest[2:]
+
+    def create(self, digest: str, keys: bytes) -> None:
+        if len(keys) % KEY_BYTES:
+            raise ValueError("keys must be a whole number of 32-byte keys")
+        path = self._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(keys)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read(self, digest: str) -> bytes:
+        try:
+            return self._path(digest).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactMissing(f"the keys of artifact {digest} are not in the key store at {self.root} "
+                                  "(erased, or the key store is not the one this ledger uses)") from None
+
+    def exists(self, digest: str) -> bool:
+        return self._path(digest).exists()
+
+    def shred(self, digest: str, records: Iterable[int]) -> None:
+        """Overwrite the keys of ``records`` in place (idempotent)."""
+        try:
+            fd = os.open(self._path(digest), os.O_RDWR)
+        except FileNotFoundError:
+            return  # the whole artifact was destroyed already
+        try:
+            size = os.fstat(fd).st_size
+            for i in sorted(set(records)):
+                if (i + 1) * KEY_BYTES > size:
+                    raise ValueError(f"artifact {digest} has no record {i}")
+                os.pwrite(fd, ZERO, i * KEY_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def destroy(self, digest: str) -> None:
+        """Overwrite every key of the artifact, then remove the file (idempotent)."""
+        path = self._path(digest)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            os.pwrite(fd, bytes(os.fstat(fd).st_size), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+
+    def digests(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.parent.name + p.name for p in self.root.glob("??/*") if not p.name.startswith(".tmp-"))
+
+    def age_seconds(self, digest: str, now: float) -> float:
+        try:
+            return now - self._path(digest).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
