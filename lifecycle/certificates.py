@@ -58,8 +58,9 @@ def build(
             "training_rows": "each removed row's encryption key is destroyed after this step commits; its "
                              "data file is deleted once no retained row is in it",
             "model_states": "states trained on the removed rows (every version before this one) are erased",
-            "probe_sets": {"keep": "a forgotten task's probe set is kept to watch it for relapse",
-                           "purge": "a forgotten task's probe set is erased with the task"}[forgotten_probes],
+            "probe_sets": {"policy": forgotten_probes, "meaning": {
+                "keep": "a forgotten task's probe set is kept to watch it for relapse",
+                "purge": "a forgotten task's probe set is erased with the task"}[forgotten_probes]},
         },
         "verification": {
             "forgotten_tasks": [

@@ -49,6 +49,7 @@ class IdKey:
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path else default_id_key_path()
         self._secret: bytes | None = None
+        self._base = None
 
     def secret(self) -> bytes:
         if self._secret is None:
@@ -87,7 +88,11 @@ class IdKey:
         return secret
 
     def _mac(self, domain: bytes, data: bytes) -> str:
-        return hmac.new(self.secret(), domain + b"\0" + data, hashlib.sha256).hexdigest()
+        if self._base is None:
+            self._base = hmac.new(self.secret(), digestmod=hashlib.sha256)
+        mac = self._base.copy()  # the keyed state, without setting the key up again per identifier
+        mac.update(domain + b"\0" + data)
+        return mac.hexdigest()
 
     def sample(self, sample_id: str) -> str:
         return self._mac(b"sample", normalise(sample_id).encode())
@@ -104,5 +109,4 @@ class IdKey:
         again under another id is recognised by them."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         X = X + np.float32(0.0)  # -0.0 and 0.0 are one value
-        secret = self.secret()
-        return [hmac.digest(secret, b"row\0" + row.tobytes(), "sha256").hex() for row in X]
+        return [self._mac(b"row", row.tobytes()) for row in X]
