@@ -44,7 +44,7 @@ def upgrade() -> None:
 
 
 def _rekey(conn) -> None:
-    models = conn.execute(sa.text("SELECT id, subject_salt FROM models")).all()
+    models = conn.execute(sa.text("SELECT id, name, audit_seq, audit_head FROM models")).all()
     if not models:
         return  # a new ledger: nothing to re-key, and no key to create yet
     key = IdKey()
@@ -60,26 +60,30 @@ def _rekey(conn) -> None:
                          .bindparams(sa.bindparam("t", type_=sa.JSON)), {"t": new, "s": seq})
 
     now = dt.datetime.now(dt.timezone.utc)
-    for model_id, _salt in models:
-        rows = conn.execute(sa.text("SELECT id, seq, request_id, kind, detail, at FROM events WHERE model_id = :m "
-                                    "ORDER BY seq, id"), {"m": model_id}).all()
+    for model_id, name, head_seq, head in models:
+        rows = conn.execute(sa.text("SELECT id, seq, request_id, kind, detail, at, prev_hash, hash FROM events "
+                                    "WHERE model_id = :m ORDER BY seq, id"), {"m": model_id}).all()
+        events = [(r[0], r[1], r[2], r[3], _json(r[4]), _utc(r[5])) for r in rows]
+        # never re-link over a chain that is already broken: that would launder the tampering
+        problem = audit.first_problem(name, [audit.ChainEvent(e[0], model_id, e[1], e[2], e[3], e[4], e[5], r[6], r[7])
+                                             for e, r in zip(events, rows)], head_seq, head)
+        if problem is not None:
+            raise RuntimeError(f"not re-keying identifiers over a broken audit chain: {problem}")
         prev, seq = None, 0
-        events = [(r[0], r[1], r[2], r[3], _json(r[4]), r[5]) for r in rows]
         events.append((None, len(events) + 1, None, "identifiers_rekeyed",
                        {"why": "sample ids and subject hashes replaced by keyed digests (migration 0006); the "
-                               "chain was re-linked over the rewritten events"}, now.replace(tzinfo=None)))
+                               "chain was re-linked over the rewritten events",
+                        "previous_head": {"seq": head_seq, "hash": head}}, now))
         for eid, _old_seq, request_id, kind, detail, at in events:
             seq += 1
             if "target" in detail:
                 detail = {**detail, "target": _rekey_target(key, detail["target"]) or detail["target"]}
-            at_utc = at.replace(tzinfo=dt.timezone.utc) if isinstance(at, dt.datetime) else \
-                dt.datetime.fromisoformat(str(at)).replace(tzinfo=dt.timezone.utc)
-            digest = audit.event_hash(model_id, seq, request_id, kind, detail, at_utc, prev)
+            digest = audit.event_hash(model_id, seq, request_id, kind, detail, at, prev)
             params = {"seq": seq, "d": detail, "p": prev, "h": digest}
             if eid is None:
                 conn.execute(sa.text("INSERT INTO events (model_id, request_id, kind, detail, at, seq, prev_hash, hash) "
                                      "VALUES (:m, NULL, :k, :d, :at, :seq, :p, :h)").bindparams(_JSON_D),
-                             {**params, "m": model_id, "k": kind, "at": at})
+                             {**params, "m": model_id, "k": kind, "at": at.replace(tzinfo=None)})
             else:
                 conn.execute(sa.text("UPDATE events SET seq = :seq, detail = :d, prev_hash = :p, hash = :h "
                                      "WHERE id = :i").bindparams(_JSON_D), {**params, "i": eid})
@@ -89,6 +93,12 @@ def _rekey(conn) -> None:
 
 
 _JSON_D = sa.bindparam("d", type_=sa.JSON)
+
+
+def _utc(value) -> dt.datetime:
+    # naive UTC in the database; SQLite hands back text
+    value = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    return value.replace(tzinfo=dt.timezone.utc)
 
 
 def _json(value):

@@ -1,0 +1,79 @@
+"""Upgrading a ledger from before keyed identifiers (migration 0006)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import pytest
+from sqlalchemy import text
+
+import lifecycle
+from store import audit, migrate
+from store.engine import make_engine
+
+AT = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+
+
+def old_ledger(db_url: str, *, tamper: bool = False):
+    """A revision-0005 ledger as the code of that time wrote it: ids in clear, salted subject hashes."""
+    engine = make_engine(db_url)
+    migrate.upgrade(engine, "0005")
+    salted = hashlib.sha256(b"s4lt:alice").hexdigest()
+    events = [("model_created", None, {"strategy": "analytic"}),
+              ("submitted", "r-learn", {"request_kind": "learn", "task": "t", "n_samples": 2}),
+              ("submitted", "r-forget", {"request_kind": "forget", "target": {"samples": ["patient-7"]}})]
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (id, name, strategy, config, n_features, n_classes, relapse_threshold, "
+                          "forget_due_days, subject_salt, created_at, audit_seq) VALUES (1, 'old', 'analytic', "
+                          "'{}', 4, 2, 0.05, 30, 's4lt', '2026-01-01 00:00:00', 0)"))
+        conn.execute(text("INSERT INTO tasks (id, model_id, name, state, classes) VALUES (1, 1, 't', 'learned', "
+                          "'[0, 1]')"))
+        for rid, kind, target in (("r-learn", "learn", {"task": "t", "n_samples": 2}),
+                                  ("r-forget", "forget", {"samples": ["patient-7"]})):
+            conn.execute(text("INSERT INTO requests (id, model_id, kind, target, payload_sha, received_at, status, "
+                              "attempt) VALUES (:i, 1, :k, :t, 'x', '2026-01-02 00:00:00', 'queued', 0)"),
+                         {"i": rid, "k": kind, "t": json.dumps(target)})
+        for i, (sid, subject) in enumerate((("patient-7", salted), ("patient-8", None))):
+            conn.execute(text("INSERT INTO samples (model_id, sample_id, task_id, subject_hash, label, "
+                              "learn_request_seq, status) VALUES (1, :s, 1, :h, :l, 1, 'active')"),
+                         {"s": sid, "h": subject, "l": i})
+        prev = None
+        for seq, (kind, rid, detail) in enumerate(events, start=1):
+            digest = audit.event_hash(1, seq, rid, kind, detail, AT, prev)
+            if tamper and seq == 2:
+                detail = {**detail, "n_samples": 3}
+            conn.execute(text("INSERT INTO events (model_id, request_id, kind, detail, at, seq, prev_hash, hash) "
+                              "VALUES (1, :r, :k, :d, '2026-01-02 00:00:00', :q, :p, :h)"),
+                         {"r": rid, "k": kind, "d": json.dumps(detail), "q": seq, "p": prev, "h": digest})
+            prev = digest
+        conn.execute(text("UPDATE models SET audit_seq = 3, audit_head = :h"), {"h": prev})
+    return engine
+
+
+def test_identifiers_are_rekeyed_and_the_chain_still_verifies(db_url, tmp_path):
+    engine = old_ledger(db_url)
+    migrate.upgrade(engine)
+    lc = lifecycle.connect(db_url, artifacts=tmp_path / "a")
+    with engine.connect() as conn:
+        everything = repr([conn.execute(text(f"SELECT * FROM {t}")).all()
+                           for t in ("samples", "requests", "events", "tombstones")])
+    assert "patient-" not in everything
+    found = lc.ledger.samples(1, [lc.sample_digest("patient-7"), lc.sample_digest("patient-8")])
+    assert len(found) == 2
+    # the subject's old salted hash is now keyed, and the API still finds her by name
+    assert found[lc.sample_digest("patient-7")].subject_hash == lc.subject_digest("old", "alice")
+    assert lc.ledger.subject_counts(1, lc.subject_digest("old", "alice"))["active"] == 1
+    assert lc.ledger.request("r-forget").target == {"samples": [lc.sample_digest("patient-7")]}
+    checked, problems = lc.ledger.audit_problems()
+    assert (checked, problems) == (4, [])
+    last = lc.ledger.events(1)[-1]
+    assert last.kind == "identifiers_rekeyed" and last.detail["previous_head"]["seq"] == 3
+
+
+def test_a_broken_chain_is_not_relinked(db_url):
+    engine = old_ledger(db_url, tamper=True)
+    with pytest.raises(RuntimeError, match="broken audit chain"):
+        migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "0005"
