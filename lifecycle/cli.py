@@ -51,8 +51,9 @@ def _fmt_time(value: Optional[dt.datetime]) -> str:
 
 
 @db_app.command("upgrade")
-def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", help="Target revision.")):
-    """Create or upgrade the ledger schema."""
+def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", help="Target revision."),
+               artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt):
+    """Create or upgrade the ledger schema; encrypt artifacts stored in clear by older versions."""
     from store import migrate
     from store.engine import make_engine
 
@@ -60,6 +61,13 @@ def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", h
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     console.print(f"ledger schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
+    if revision == "head" and before is not None:
+        from lifecycle.reseal import reseal_legacy
+
+        lc = _connect(db, artifacts, keys)
+        resealed = reseal_legacy(lc.ledger, lc.vault, lc.ids)
+        if resealed:
+            console.print(f"encrypted {resealed} artifact(s) stored in clear by an older version")
 
 
 @audit_app.command("verify")
@@ -132,6 +140,8 @@ def serve(
     report_cron: Optional[str] = typer.Option(None, help="Crontab expression (UTC) for relapse reports, e.g. "
                                                          "'0 6 * * *'; overrides --report-interval."),
     keep_reports: int = typer.Option(10, help="Reports kept per model; older ones are deleted."),
+    sweep_interval: float = typer.Option(600.0, help="Seconds between sweeps of stored files nothing "
+                                                      "references (older than an hour)."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics and /healthz on this port."),
     metrics_host: str = typer.Option("127.0.0.1", help="Address for the metrics endpoint."),
     log_level: str = typer.Option("INFO", help="Logging level."),
@@ -147,7 +157,7 @@ def serve(
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
                       reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
                       report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports,
-                      claim_batch=claim_batch)
+                      claim_batch=claim_batch, sweep_interval=sweep_interval)
     raise typer.Exit(service.run())
 
 

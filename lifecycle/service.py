@@ -23,7 +23,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from lifecycle.api import Lifecycle
+from lifecycle.api import SWEEP_GRACE_SECONDS, Lifecycle
 from lifecycle.errors import InvalidConfig
 from lifecycle.summary import relapse_summary
 from lifecycle.telemetry import Telemetry
@@ -51,15 +51,22 @@ class Service:
         report_cron: str | None = None,
         keep_reports: int = 10,
         claim_batch: int = 1,
+        sweep_interval: float = 600.0,
+        sweep_grace_seconds: float = SWEEP_GRACE_SECONDS,
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
             raise InvalidConfig("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
         if report_interval <= 0 or keep_reports < 1:
             raise InvalidConfig(f"report_interval must be positive and keep_reports at least 1, "
                                 f"not {report_interval} and {keep_reports}")
+        if sweep_interval <= 0 or sweep_grace_seconds < 0:
+            raise InvalidConfig(f"sweep_interval must be positive and sweep_grace_seconds >= 0, not "
+                                f"{sweep_interval} and {sweep_grace_seconds}")
         if isinstance(claim_batch, bool) or not isinstance(claim_batch, int) or claim_batch < 1:
             raise InvalidConfig(f"claim_batch must be a positive integer, not {claim_batch!r}")
         self.report_trigger = _report_trigger(report_interval, report_cron)
+        self.sweep_interval = sweep_interval
+        self.sweep_grace_seconds = sweep_grace_seconds
         self.keep_reports = keep_reports
         self.lc = lc
         self.interval = interval
@@ -88,6 +95,10 @@ class Service:
         scanning every model there loads the database for nothing.
         """
         self.worker.maintain()
+
+    def sweep(self) -> list[str]:
+        """Erase stored files nothing references (a crash's leftovers)."""
+        return self.lc.sweep(self.sweep_grace_seconds)
 
     def write_summary(self) -> dict:
         summary = relapse_summary(self.lc)
@@ -144,6 +155,7 @@ class Service:
         scheduler.add_job(self.requeue, "interval", seconds=max(1.0, self.worker.lease_seconds / 4), id="requeue",
                           next_run_time=_now())
         scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")
+        scheduler.add_job(self.sweep, "interval", seconds=self.sweep_interval, id="sweep")
         if self.reports_dir is not None:
             scheduler.add_job(self.write_reports, self.report_trigger, id="relapse-reports")
         # a tick still running when the next is due is normal (a long step), not news

@@ -873,6 +873,33 @@ class Ledger:
         with self._begin() as s:
             return sorted(set(digests) - _referenced(s, digests))
 
+    def artifact_roles(self) -> dict[str, str]:
+        """Every artifact the ledger points at, with its role: data, probe or state."""
+        with self._begin() as s:
+            roles = {d: "state" for d in s.scalars(select(ModelVersionRow.artifact_digest)
+                                                   .where(ModelVersionRow.state_purged.is_(False)))}
+            roles |= {d: "probe" for d in s.scalars(select(TaskRow.probe_digest)
+                                                   .where(TaskRow.probe_digest.is_not(None)))}
+            roles |= {d: "data" for d in s.scalars(select(SampleRow.data_digest)
+                                                  .where(SampleRow.data_digest.is_not(None)).distinct())}
+            roles |= {d: "data" for d in s.scalars(select(RequestRow.payload_digest).where(
+                RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.payload_digest.is_not(None)))}
+            return roles
+
+    def replace_artifact(self, old: str, new: str) -> None:
+        """Point everything that named ``old`` at ``new`` (an artifact re-written in another format)."""
+        with self._begin() as s:
+            models = set(s.scalars(select(SampleRow.model_id).where(SampleRow.data_digest == old).distinct()))
+            models |= set(s.scalars(select(TaskRow.model_id).where(TaskRow.probe_digest == old)))
+            models |= set(s.scalars(select(ModelVersionRow.model_id).where(ModelVersionRow.artifact_digest == old)))
+            s.execute(update(SampleRow).where(SampleRow.data_digest == old).values(data_digest=new))
+            s.execute(update(RequestRow).where(RequestRow.payload_digest == old).values(payload_digest=new))
+            s.execute(update(TaskRow).where(TaskRow.probe_digest == old).values(probe_digest=new))
+            s.execute(update(ModelVersionRow).where(ModelVersionRow.artifact_digest == old)
+                      .values(artifact_digest=new))
+            for model_id in sorted(models):
+                _event(s, model_id, None, "artifact_resealed", old=old, new=new)
+
     def referenced_digests(self) -> set[str]:
         """Every artifact the ledger still points at (for the sweep)."""
         with self._begin() as s:
