@@ -75,6 +75,7 @@ class Service:
         self.reports_dir = Path(reports_dir) if reports_dir else None
         self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts,
                              claim_batch=claim_batch)
+        self.worker.purge_after_batch = False  # the purge job does it, beside the drain
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.telemetry: Telemetry | None = None
@@ -152,6 +153,8 @@ class Service:
 
     def _schedule(self, scheduler) -> None:
         scheduler.add_job(self.tick, "interval", seconds=self.interval, id="drain", next_run_time=_now())
+        scheduler.add_job(self.worker.purge_pending, "interval", seconds=self.interval, id="purge",
+                          next_run_time=_now())
         scheduler.add_job(self.requeue, "interval", seconds=max(1.0, self.worker.lease_seconds / 4), id="requeue",
                           next_run_time=_now())
         scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")

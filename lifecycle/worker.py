@@ -81,6 +81,12 @@ class Worker:
         # Requests claimed at once (one per model): they run one after another
         # and commit together, which pays off when steps are cheap.
         self.claim_batch = claim_batch
+        # Purge after each batch (drain()), or leave the models to purge in
+        # ``pending_purges`` for a job of their own (the service), so that a
+        # purge never delays the next model's step.
+        self.purge_after_batch = True
+        self.pending_purges: set[int] = set()
+        self._pending_lock = threading.Lock()
         self.stopping = threading.Event()
         self.current: list[Claim] = []  # the batch being worked on
         # called as on_step(strategy, kind, seconds) after each applied step (metrics)
@@ -140,10 +146,14 @@ class Worker:
             stop_beat.set()
             beat.join()
             self.current = []
-        # Purges run after the batch, off the leases: they cost what they
-        # erase, and a forget's purge never delays another model's step.
-        for model in {step.result.claim.model.id: step.result.claim.model for step in applied}.values():
-            self.purge(model)
+        # Purges run after the batch, off the leases, or in the service's own job.
+        models = {step.result.claim.model.id: step.result.claim.model for step in applied}
+        if self.purge_after_batch:
+            for model in models.values():
+                self.purge(model)
+        else:
+            with self._pending_lock:
+                self.pending_purges |= set(models)
         for step in applied:
             if step.result.claim.request.kind == "forget":
                 self._schedule_retrain(step.result.claim.model, step.strategy)
@@ -403,11 +413,21 @@ class Worker:
 
     # ---- purging -------------------------------------------------------------
 
+    def purge_pending(self) -> None:
+        """Purge the models whose steps this worker committed since the last call."""
+        with self._pending_lock:
+            model_ids, self.pending_purges = self.pending_purges, set()
+        for model_id in sorted(model_ids):
+            self._purge(model_id)
+
     def purge(self, model: Model) -> None:
         """Erase what the model may no longer keep (see ``lifecycle.purge``).
 
         Idempotent: a purge a crash interrupted is finished by the next one,
         and one that another thread or worker is running is left to it.
         """
-        purge.purge_model(self.ledger, self.lc.vault, model.id, self.owner)
+        self._purge(model.id)
+
+    def _purge(self, model_id: int) -> None:
+        purge.purge_model(self.ledger, self.lc.vault, model_id, self.owner)
         self._probes = {d: p for d, p in self._probes.items() if self.lc.vault.exists(d)}

@@ -135,6 +135,8 @@ class RequestRow(Base):
         Index("ix_requests_status_model", "status", "model_id"),
         # a claim reads each model's oldest queued request and whether one is running
         Index("ix_requests_model_status_seq", "model_id", "status", "seq"),
+        # a purge reads the version of the model's latest applied forget
+        Index("ix_requests_forget_versions", "model_id", "kind", "status", "result_version"),
     )
 
     # seq orders the ledger; id is what users see
@@ -163,7 +165,12 @@ class RequestRow(Base):
 
 class ModelVersionRow(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("model_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        # a purge finds the states still kept, and whether an artifact is one of them
+        Index("ix_model_versions_kept", "model_id", "state_purged", "version"),
+        Index("ix_model_versions_artifact", "artifact_digest"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))

@@ -37,6 +37,11 @@ def upgrade() -> None:
         b.add_column(sa.Column("content_digest", sa.String(64), nullable=True))
         b.create_index("ix_samples_unpurged", ["status", "data_digest"], unique=False)
         b.create_index("ix_samples_data", ["data_digest"], unique=False)
+    with op.batch_alter_table("requests") as b:
+        b.create_index("ix_requests_forget_versions", ["model_id", "kind", "status", "result_version"], unique=False)
+    with op.batch_alter_table("model_versions") as b:
+        b.create_index("ix_model_versions_kept", ["model_id", "state_purged", "version"], unique=False)
+        b.create_index("ix_model_versions_artifact", ["artifact_digest"], unique=False)
     with op.batch_alter_table("tombstones") as b:
         b.add_column(sa.Column("content_digest", sa.String(64), nullable=True))
         b.create_index("ix_tombstones_content", ["model_id", "content_digest"], unique=False)

@@ -253,3 +253,27 @@ def test_a_connection_without_the_id_key_file_creates_one(tmp_path, monkeypatch)
     first = lc.sample_digest("x")
     assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
     assert lifecycle.connect(f"sqlite:///{tmp_path / 'l.db'}").sample_digest("x") == first
+
+
+def test_the_service_purges_in_its_own_job(lc):
+    from lifecycle.service import Service
+
+    make_model(lc)
+    t0, _, _ = digits_tasks()
+    learn_task(lc, "digits", t0, subjects=["alice"] * 10 + [None] * (len(t0.y) - 10))
+    req = lc.forget("digits", subject="alice")
+    service = Service(lc, interval=0.05)
+    assert not service.worker.purge_after_batch
+    service.start()
+    try:
+        lc.wait(req.id, timeout=60)
+        model_id = lc.model("digits").id
+        deadline = threading.Event()
+        for _ in range(600):
+            if lc.ledger.purge_plan(model_id).empty:
+                break
+            deadline.wait(0.05)
+        assert lc.ledger.purge_plan(model_id).empty
+        assert any(e.kind == "purged" for e in lc.ledger.events(model_id))
+    finally:
+        service.stop()
