@@ -97,11 +97,11 @@ def certificate_show(request_id: str = typer.Argument(..., help="An applied forg
 def certificate_verify(file: Path = typer.Argument(..., help="A certificate written by `certificate show`."),
                        public_key: Path = typer.Option(..., "--public-key", help="PEM public key of the signer.")):
     """Check a certificate's signature offline (no ledger, no network)."""
-    from lifecycle.signing import InvalidCertificate, verify
+    from lifecycle.signing import InvalidCertificate, loads, verify
 
     try:
-        body = verify(json.loads(file.read_text()), public_key.read_bytes())
-    except (InvalidCertificate, json.JSONDecodeError, OSError) as exc:
+        body = verify(loads(file.read_bytes()), public_key.read_bytes())
+    except (InvalidCertificate, OSError) as exc:
         console.print(f"[red]INVALID[/red]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"valid: forget {body['request']['id']} on model {body['model']!r}, v{body['version_before']} -> "

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lifecycle import jcs
 from lifecycle.errors import LifecycleError
 
 log = logging.getLogger("lifecycle.signing")
@@ -38,7 +39,11 @@ def default_key_path() -> Path:
     return config / "lifecycle" / "signing-key.pem"
 
 
-def canonical(body: dict[str, Any]) -> bytes:
+CANONICALIZATION = "RFC8785"
+
+
+def _legacy_canonical(body: dict[str, Any]) -> bytes:
+    # what certificates were signed over before RFC 8785 (no "canonicalization" field)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -84,13 +89,18 @@ class Signer:
         return key
 
     def sign(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Sign the RFC 8785 canonical bytes of ``body``. The signed bytes ride
+        along (``signed_body``, base64) so that openssl alone can check them."""
         key = self.key()
+        signed = jcs.canonical(body)
         return {
             "certificate": body,
             "signature": {
                 "algorithm": ALGORITHM,
+                "canonicalization": CANONICALIZATION,
                 "key_id": key_id(key.public_key()),
-                "value": base64.b64encode(key.sign(canonical(body))).decode(),
+                "value": base64.b64encode(key.sign(signed)).decode(),
+                "signed_body": base64.b64encode(signed).decode(),
             },
         }
 
@@ -98,11 +108,35 @@ class Signer:
         return public_pem(self.key().public_key())
 
 
+def loads(text: str | bytes) -> dict[str, Any]:
+    """Read a certificate file strictly: duplicate keys or NaN make it invalid,
+    since two JSON parsers could then show different contents."""
+    try:
+        signed = jcs.loads_strict(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCertificate(f"not a JSON certificate: {exc}") from None
+    if not isinstance(signed, dict):
+        raise InvalidCertificate("not a signed lifecycle certificate: the file is not a JSON object")
+    return signed
+
+
 def verify(signed: dict[str, Any], public_key_pem: bytes) -> dict[str, Any]:
-    """Return the certificate body when the signature holds; raise otherwise."""
+    """Return the certificate body when the signature holds; raise otherwise.
+
+    The signature is checked over the RFC 8785 form of the body as parsed, so
+    any faithful re-serialisation of the file verifies; ``signed_body``, when
+    present, must be those same bytes.
+    """
     try:
         body, sig = signed["certificate"], signed["signature"]
         value = base64.b64decode(sig["value"], validate=True)
+        if sig.get("canonicalization") == CANONICALIZATION:
+            message = jcs.canonical(body)
+            carried = base64.b64decode(sig["signed_body"], validate=True) if "signed_body" in sig else message
+        elif "canonicalization" in sig:
+            raise InvalidCertificate(f"unsupported canonicalization {sig['canonicalization']!r}")
+        else:
+            message = carried = _legacy_canonical(body)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidCertificate(f"not a signed lifecycle certificate: {exc}") from None
     if sig.get("algorithm") != ALGORITHM:
@@ -116,8 +150,10 @@ def verify(signed: dict[str, Any], public_key_pem: bytes) -> dict[str, Any]:
     if sig.get("key_id") != key_id(public):
         raise InvalidCertificate(f"signed by key {sig.get('key_id')}, but the public key given is {key_id(public)}")
     try:
-        public.verify(value, canonical(body))
+        public.verify(value, message)
     except InvalidSignature:
         raise InvalidCertificate("the signature does not match the certificate: it was altered after signing") \
             from None
+    if carried != message:
+        raise InvalidCertificate("signed_body is not the certificate's canonical form: it was altered")
     return body

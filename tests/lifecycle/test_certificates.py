@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import lifecycle
 from lifecycle.cli import app
-from lifecycle.signing import InvalidCertificate, Signer, verify
+from lifecycle.jcs import canonical
+from lifecycle.signing import InvalidCertificate, Signer, loads, verify
 from tests.data import digits_tasks, learn_task, make_model
 
 runner = CliRunner()
@@ -93,3 +99,55 @@ def test_learn_requests_have_no_certificate(applied_forget):
     learn = lc.requests("digits")[0]
     with pytest.raises(lifecycle.NotReady, match="applied forget requests only"):
         lc.certificate(learn.id)
+
+
+def test_any_faithful_reserialisation_verifies_and_a_duplicated_key_does_not(applied_forget, tmp_path):
+    _, lc, req = applied_forget
+    signed = lc.certificate(req.id)
+    pem = lc.signer.public_pem()
+    # what JavaScript or jq write: other key order and spacing, 0.0 as 0, 1e-7 as 1E-07
+    text = json.dumps(signed, indent=1)
+    assert "0.0" in text or ".0," in text or ".0\n" in text
+    rewritten = text.replace(": 0.0", ": 0").replace(": 1.0,", ": 1,").replace(": 1.0\n", ": 1\n")
+    assert rewritten != text
+    assert verify(loads(rewritten), pem) == signed["certificate"]
+    # a second "count" that a first-key parser would show: refused
+    dup = json.dumps(signed).replace('"count": ', '"count": 999, "count": ', 1)
+    with pytest.raises(InvalidCertificate, match="duplicate key 'count'"):
+        loads(dup)
+    # the carried signed bytes must be the body's canonical form
+    forged = json.loads(json.dumps(signed))
+    forged["signature"]["signed_body"] = base64.b64encode(b'{"count":999}').decode()
+    with pytest.raises(InvalidCertificate, match="signed_body"):
+        verify(forged, pem)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_the_readme_recipe_verifies_with_openssl_alone(applied_forget, tmp_path):
+    _, lc, req = applied_forget
+    (tmp_path / "cert.json").write_text(json.dumps(lc.certificate(req.id)))
+    (tmp_path / "key.pem").write_bytes(lc.signer.public_pem())
+    # the recipe, minus jq: take the signature and the signed bytes out of the file
+    signed = json.loads((tmp_path / "cert.json").read_text())
+    (tmp_path / "sig.bin").write_bytes(base64.b64decode(signed["signature"]["value"]))
+    (tmp_path / "body.json").write_bytes(base64.b64decode(signed["signature"]["signed_body"]))
+    run = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "key.pem", "-rawin",
+                          "-in", "body.json", "-sigfile", "sig.bin"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0 and "Signature Verified Successfully" in run.stdout, run.stdout + run.stderr
+    assert json.loads((tmp_path / "body.json").read_text()) == signed["certificate"]
+    (tmp_path / "body.json").write_bytes(b" " + (tmp_path / "body.json").read_bytes())
+    run = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "key.pem", "-rawin",
+                          "-in", "body.json", "-sigfile", "sig.bin"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode != 0
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to compare with JavaScript's JSON")
+def test_canonical_numbers_match_javascript(tmp_path):
+    rng = np.random.default_rng(0)
+    values = [float(v) for v in np.concatenate([
+        rng.standard_normal(300) * 10.0 ** rng.integers(-30, 30, 300), rng.random(100),
+        np.frombuffer(rng.bytes(8 * 400), np.float64)])] + [0.0, -0.0, 1e21, 1e-7, 5e-324, 123456789.0]
+    values = [v for v in values if math.isfinite(v)]
+    script = "const v = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log(JSON.stringify(v));"
+    js = subprocess.run(["node", "-e", script], input=json.dumps(values), capture_output=True, text=True, check=True)
+    assert canonical(values).decode() == js.stdout.strip()
