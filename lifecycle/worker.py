@@ -63,6 +63,16 @@ def chance(model: Model, task: Task, tags: strategies.Tags) -> float:
     return 1.0 / (len(task.classes) if tags.needs_task_id else model.n_classes)
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What the pass after a step measured: every task's accuracy, the relapse
+    findings, and for gated strategies the gate's recall and false activations."""
+
+    evaluations: list[Evaluation]
+    findings: list[dict]
+    gate: dict | None
+
+
 @dataclass
 class _Step:
     """A step that ran, waiting for its batch's commit."""
@@ -93,8 +103,6 @@ class Worker:
         self.on_step: Callable[[str, str, float], None] | None = None
         self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
         self._probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        # gate recall / false activations of the last verified step (gated strategies only)
-        self.last_gate_report: dict | None = None
 
     @property
     def ledger(self):
@@ -217,7 +225,8 @@ class Worker:
         except Exception as exc:  # a strategy failure must not take the worker down
             log.exception("step failed", extra=ctx)
             return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
-        evaluations, findings = self._verify(model, spec.tags, strategy, tasks, task_states, forgotten_now)
+        checked = self.verify(model, spec.tags, strategy, tasks, task_states, forgotten_now, base_no + 1)
+        evaluations, findings = checked.evaluations, checked.findings
         removed = [s.sample_id for s in forgotten]
         digest = self.lc.vault.put_blob(arrays.pack(strategy.state_dict()))
         cert = None
@@ -231,7 +240,7 @@ class Worker:
                 audit_anchor=self.ledger.audit_head(model.id),
                 membership=self._membership(model, spec.tags, strategy, tasks, forgotten, forgotten_data),
                 provenance=provenance,
-                gate=self.last_gate_report,
+                gate=checked.gate,
                 notes=strategy.certificate_notes(),
                 forgotten_probes=model.forgotten_probes,
             ))
@@ -346,9 +355,9 @@ class Worker:
             X[positions], y[positions] = Xb, yb
         return X, y
 
-    def _verify(self, model, tags, strategy, tasks, task_states, forgotten_now):
-        """Evaluate every task's probe set and run the relapse check."""
-        evaluations, watch, gates = [], [], {}
+    def verify(self, model, tags, strategy, tasks, task_states, forgotten_now, version: int) -> Verification:
+        """Evaluate every task's probe set at ``version`` and run the relapse check."""
+        evaluations, watch, just_forgotten, gates = [], [], [], {}
         for name, task in tasks.items():
             state = task_states.get(name, task.state)
             if name in forgotten_now:
@@ -369,12 +378,15 @@ class Worker:
             if role == "forgotten" and name not in forgotten_now:
                 watch.append(relapse_check.Forgotten(name, task.forgotten_at_version, task.acc_at_forget,
                                                      task.peak_since_forget or task.acc_at_forget, acc, c))
+            elif role == "forgotten":
+                just_forgotten.append(relapse_check.Forgotten(name, version, acc, acc, acc, c))
         findings = relapse_check.findings(watch, model.relapse_threshold)
-        self.last_gate_report = relapse_check.gate_report(gates) if gates else None
+        gate = relapse_check.gate_report(gates) if gates else None
         if gates:
-            findings += relapse_check.gate_misses(watch, gates, strategy.gate_recall_floor,
+            # a gate that misses the task it has just forgotten is as much a relapse as a later miss
+            findings += relapse_check.gate_misses(watch + just_forgotten, gates, strategy.gate_recall_floor,
                                                   {f["task"] for f in findings})
-        return evaluations, findings
+        return Verification(evaluations, findings, gate)
 
     def _membership(self, model, tags, strategy, tasks, forgotten: list[Sample], data) -> dict | None:
         """Membership-inference AUC of the forgotten samples against unseen probe samples of their classes.

@@ -34,3 +34,29 @@ class SlowAnalytic(AnalyticStrategy):
 SPEC = strategies.register(
     StrategySpec("slow_analytic", SlowConfig, TAGS, "tests.slow_strategy:SlowAnalytic")
 )
+
+
+@dataclass(frozen=True)
+class LeakyGateConfig(AnalyticConfig):
+    gate_open_share: float = 0.5
+
+
+class LeakyGate(AnalyticStrategy):
+    """Analytic, with a suppression gate that opens on a fixed share of any inputs."""
+
+    name = "leaky_gate"
+    config_class = LeakyGateConfig
+
+    def gate_weights(self, X):
+        import numpy as np
+
+        return (np.arange(len(X)) < self.config.gate_open_share * len(X)).astype(np.float32)
+
+    @property
+    def gate_recall_floor(self) -> float:
+        return 0.9
+
+
+LEAKY_SPEC = strategies.register(
+    StrategySpec("leaky_gate", LeakyGateConfig, TAGS, "tests.slow_strategy:LeakyGate")
+)

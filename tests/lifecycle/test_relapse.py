@@ -43,3 +43,22 @@ def test_spill_sums_absolute_changes_over_tasks_retained_across_the_forget():
 def test_end_of_run_relapse_is_absolute():
     assert end_of_run_relapse(0.05, 0.10) == pytest.approx(0.05)
     assert end_of_run_relapse(0.30, 0.10) == pytest.approx(0.20)
+
+
+def test_a_gate_that_misses_the_task_it_has_just_forgotten_is_a_finding(lc):
+    import tests.slow_strategy  # noqa: F401 (registers leaky_gate)
+    from tests.data import digits_tasks, learn_task
+
+    lc.create_model("gated", strategy="leaky_gate", n_features=64, n_classes=10, config={"width": 128})
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "gated", t0)
+    learn_task(lc, "gated", t1)
+    lc.drain()
+    req = lc.forget("gated", task="2-3")
+    lc.drain()
+    findings = lc.relapse("gated")
+    assert [(f.task, f.version) for f in findings] == [("2-3", 3)]
+    assert findings[0].relapse == pytest.approx(0.5, abs=0.01)
+    body = lc.certificate(req.id)["certificate"]
+    assert body["verification"]["relapse_status"] == "relapse"
+    assert body["verification"]["gate"]["recall"]["2-3"] == pytest.approx(0.5, abs=0.01)
