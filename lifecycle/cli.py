@@ -95,12 +95,16 @@ def certificate_show(request_id: str = typer.Argument(..., help="An applied forg
 
 @cert_app.command("verify")
 def certificate_verify(file: Path = typer.Argument(..., help="A certificate written by `certificate show`."),
-                       public_key: Path = typer.Option(..., "--public-key", help="PEM public key of the signer.")):
-    """Check a certificate's signature offline (no ledger, no network)."""
-    from lifecycle.signing import InvalidCertificate, loads, verify
+                       public_key: Path = typer.Option(..., "--public-key", help="PEM public key of the signer."),
+                       db: Optional[str] = typer.Option(None, "--db", help="Also check that the certificate's audit "
+                                                                         "anchor is on this ledger's chain.")):
+    """Check a certificate's signature offline (no ledger, no network); with --db, its anchor too."""
+    from lifecycle.signing import InvalidCertificate, check_anchor, loads, verify
 
     try:
         body = verify(loads(file.read_bytes()), public_key.read_bytes())
+        if db is not None:
+            check_anchor(body, _connect(db).ledger)
     except (InvalidCertificate, OSError) as exc:
         console.print(f"[red]INVALID[/red]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -157,3 +157,20 @@ def verify(signed: dict[str, Any], public_key_pem: bytes) -> dict[str, Any]:
     if carried != message:
         raise InvalidCertificate("signed_body is not the certificate's canonical form: it was altered")
     return body
+
+
+def check_anchor(body: dict[str, Any], ledger) -> None:
+    """The certificate's audit anchor must be its own request's claim on the
+    model's chain, and that chain intact: a chain rewritten after the
+    certificate was signed no longer holds the anchored event."""
+    anchor = body.get("audit_anchor") or {}
+    link = ledger.chain_link(body.get("model"), anchor.get("seq"))
+    if link is None or link.hash != anchor.get("hash"):
+        raise InvalidCertificate(f"the certificate's audit anchor (seq {anchor.get('seq')}) is not on model "
+                                 f"{body.get('model')!r}'s chain: the chain was rewritten or this is another ledger")
+    if link.request_id != body["request"]["id"] or link.kind != "claimed":
+        raise InvalidCertificate(f"the audit anchor is event {link.seq} ({link.kind}), not the claim of request "
+                                 f"{body['request']['id']}")
+    broken = [p for p in ledger.audit_problems()[1] if p.model == body.get("model")]
+    if broken:
+        raise InvalidCertificate(f"the anchor is on the chain, but the chain is broken: {broken[0]}")

@@ -237,7 +237,7 @@ class Worker:
                 findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=utcnow().isoformat(),
                 data_touched={"nothing": "none", "forget data": "the forgotten samples' stored data only",
                               "ids only": "the forgotten samples' ids only"}[spec.tags.forget_needs],
-                audit_anchor=self.ledger.audit_head(model.id),
+                audit_anchor=claim.audit_anchor,
                 membership=self._membership(model, spec.tags, strategy, tasks, forgotten, forgotten_data),
                 provenance=provenance,
                 gate=checked.gate,

@@ -494,6 +494,16 @@ class Ledger:
             row = s.get(ModelRow, model_id)
             return row.audit_seq, row.audit_head
 
+    def chain_link(self, model_name: str, seq: int) -> rec.ChainLink | None:
+        """The event at ``seq`` of a model's audit chain, as far as an anchor needs it."""
+        with self._begin() as s:
+            found = s.execute(
+                select(EventRow.request_id, EventRow.kind, EventRow.hash)
+                .join(ModelRow, ModelRow.id == EventRow.model_id)
+                .where(ModelRow.name == model_name, EventRow.seq == seq)
+            ).first()
+            return rec.ChainLink(model_name, seq, *found) if found else None
+
     def payload_digest(self, request_id: str) -> str | None:
         with self._begin() as s:
             return s.scalar(select(RequestRow.payload_digest).where(RequestRow.id == request_id))
@@ -560,6 +570,7 @@ class Ledger:
                     attempt=row.attempt,
                     payload_digest=row.payload_digest,
                     payload_sha=row.payload_sha,
+                    audit_anchor=(model_row.audit_seq, model_row.audit_head),
                 ))
             return claims
 

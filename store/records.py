@@ -82,6 +82,8 @@ class Claim:
     attempt: int
     payload_digest: str | None
     payload_sha: str
+    # the model's audit chain head right after this claim's event: where the step began
+    audit_anchor: tuple[int, str] = (0, "")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,17 @@ class Event:
     kind: str
     detail: dict[str, Any]
     at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One event of a model's audit chain: what a certificate's anchor points at."""
+
+    model: str
+    seq: int
+    request_id: str | None
+    kind: str
+    hash: str
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,23 @@ def test_canonical_numbers_match_javascript(tmp_path):
     script = "const v = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log(JSON.stringify(v));"
     js = subprocess.run(["node", "-e", script], input=json.dumps(values), capture_output=True, text=True, check=True)
     assert canonical(values).decode() == js.stdout.strip()
+
+
+def test_the_anchor_is_the_claim_when_the_step_began_and_on_the_chain(applied_forget, tmp_path):
+    url, lc, req = applied_forget
+    cert_file, key_file = tmp_path / "cert.json", tmp_path / "pub.pem"
+    cert_file.write_text(json.dumps(lc.certificate(req.id)))
+    key_file.write_bytes(lc.signer.public_pem())
+    anchor = json.loads(cert_file.read_text())["certificate"]["audit_anchor"]
+    claimed = [e for e in lc.events("digits") if e.request_id == req.id and e.kind == "claimed"]
+    assert len(claimed) == 1 and lc.ledger.chain_link("digits", anchor["seq"]).request_id == req.id
+    ok = runner.invoke(app, ["certificate", "verify", str(cert_file), "--public-key", str(key_file), "--db", url])
+    assert ok.exit_code == 0, ok.output
+    # rewrite the chain from the anchor on, as someone erasing the forget's trace would
+    from sqlalchemy import text
+
+    with lc.ledger.engine.begin() as conn:
+        conn.execute(text("UPDATE events SET hash = CASE WHEN substr(hash, 1, 1) = '0' THEN '1' ELSE '0' END "
+                          "|| substr(hash, 2) WHERE seq = :s"), {"s": anchor["seq"]})
+    bad = runner.invoke(app, ["certificate", "verify", str(cert_file), "--public-key", str(key_file), "--db", url])
+    assert bad.exit_code == 1 and "not on model 'digits'" in bad.output
