@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, exists, func, insert, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
-from store import audit
+from store import audit, ledger_audit, row_digests
 from store import records as rec
 from store.errors import LeaseLost
 from store.records import APPLIED, CANCELLED, FAILED, QUEUED, REJECTED, RUNNING
@@ -323,6 +323,7 @@ class Ledger:
             # commit after a later-numbered one had already been claimed.
             locked = _lock_model(s, model.id)
             task_row = s.scalar(select(TaskRow).where(TaskRow.model_id == model.id, TaskRow.name == task))
+            new_task = task_row is None
             if task_row is None:
                 task_row = TaskRow(model_id=model.id, name=task, state=PENDING, classes=sorted(set(classes)),
                                    probe_digest=probe_digest)
@@ -359,7 +360,8 @@ class Ledger:
             for chunk in _chunks(rows, 5000):
                 s.execute(insert(SampleRow), chunk)
             _event(s, model.id, row.id, "submitted", locked=locked, request_kind="learn", task=task,
-                   n_samples=len(sample_ids))
+                   n_samples=len(sample_ids), new_task=new_task, probe=probe_digest, payload=payload_digest,
+                   samples=row_digests.samples(rows), **_request_digests(row))
             return _request(row, model.name)
 
     def submit_forget(
@@ -394,7 +396,7 @@ class Ledger:
             s.add(row)
             s.flush()
             _event(s, model.id, row.id, "submitted", locked=locked, request_kind="forget", target=target,
-                   due_at=due_at.isoformat())
+                   due_at=due_at.isoformat(), **_request_digests(row))
             return _request(row, model.name)
 
     def submit_retrain(self, model_id: int, *, units: Sequence[int], reason: str,
@@ -419,7 +421,7 @@ class Ledger:
             s.add(row)
             s.flush()
             _event(s, model_id, row.id, "submitted", locked=locked, request_kind="retrain", target=target,
-                   reason=reason)
+                   reason=reason, **_request_digests(row))
             return _request(row, locked.name)
 
     def open_forget_overlapping(self, model_id: int, target: dict[str, Any]) -> str | None:
@@ -450,8 +452,8 @@ class Ledger:
             if row is None or row.status != QUEUED:
                 return None
             row.status, row.finished_at = CANCELLED, utcnow()
-            freed = _drop_unlearned(s, row) if row.kind == "learn" else ()
-            _event(s, row.model_id, row.id, "cancelled")
+            freed, dropped = _drop_unlearned(s, row)
+            _event(s, row.model_id, row.id, "cancelled", **dropped)
             name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
             return _request(row, name), freed
 
@@ -645,8 +647,8 @@ class Ledger:
                 if row.attempt >= max_attempts:
                     row.status, row.finished_at = FAILED, now
                     row.error = f"its lease expired {row.attempt} times (worker died or hung each time)"
-                    freed = _drop_unlearned(s, row) if row.kind == "learn" else ()
-                    _event(s, row.model_id, row.id, "failed", error=row.error)
+                    freed, dropped = _drop_unlearned(s, row)
+                    _event(s, row.model_id, row.id, "failed", error=row.error, **dropped)
                 else:
                     row.status, freed = QUEUED, ()
                     _event(s, row.model_id, row.id, "requeued", expired_owner=owner, attempt=row.attempt)
@@ -720,9 +722,9 @@ class Ledger:
                 if result.status != APPLIED:
                     row.status, row.finished_at, row.error = result.status, now, result.error
                     row.lease_owner = row.lease_expires_at = None
-                    _event(s, row.model_id, row.id, result.status, locked=model_row, error=result.error)
                     # the samples were never learned: free their ids and data
-                    freed = _drop_unlearned(s, row) if row.kind == "learn" else ()
+                    freed, dropped = _drop_unlearned(s, row)
+                    _event(s, row.model_id, row.id, result.status, locked=model_row, error=result.error, **dropped)
                     committed.append(rec.Committed(row.id, None, freed=freed))
                     continue
                 base = result.base_version
@@ -752,13 +754,9 @@ class Ledger:
             )
         )
         tasks = {t.name: t for t in s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))}
-        for ev in outcome.evaluations:
-            s.add(
-                EvaluationRow(
-                    model_id=model_id, version=version, task_id=tasks[ev.task].id, role=ev.role,
-                    accuracy=ev.accuracy, chance=ev.chance, n=ev.n,
-                )
-            )
+        evaluations = [dict(model_id=model_id, version=version, task_id=tasks[ev.task].id, role=ev.role,
+                            accuracy=ev.accuracy, chance=ev.chance, n=ev.n) for ev in outcome.evaluations]
+        s.add_all(EvaluationRow(**e) for e in evaluations)
         for name, state in outcome.task_states.items():
             tasks[name].state = state
             if state != FORGOTTEN:
@@ -772,9 +770,10 @@ class Ledger:
             t = tasks[ev.task]
             if ev.role == "forgotten" and ev.task not in outcome.tasks_forgotten:
                 t.peak_since_forget = max(t.peak_since_forget or 0.0, ev.accuracy)
-        for f in outcome.findings:
-            s.add(RelapseFindingRow(model_id=model_id, version=version, task_id=tasks[f["task"]].id,
-                                    created_at=now, **{k: v for k, v in f.items() if k != "task"}))
+        findings = [{"task_id": tasks[f["task"]].id, **{k: v for k, v in f.items() if k != "task"}}
+                    for f in outcome.findings]
+        for f, finding in zip(outcome.findings, findings):
+            s.add(RelapseFindingRow(model_id=model_id, version=version, created_at=now, **finding))
             _event(s, model_id, row.id, "relapse", locked=model_row, task=f["task"], relapse=f["relapse"])
         if row.kind == "learn":
             s.execute(
@@ -786,23 +785,32 @@ class Ledger:
         # too, so they cannot come back under new ids; a task forget does not:
         # a task may be deliberately learned again (relearned).
         erasure = row.kind == "forget" and "task" not in row.target
+        tombstones = []
         for chunk in _chunks(outcome.forgotten_sample_ids, 500):
             found = s.scalars(
                 select(SampleRow).where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
             ).all()
             for sample_row in found:
                 sample_row.status = FORGOTTEN
-                s.add(TombstoneRow(model_id=model_id, sample_id=sample_row.sample_id,
-                                   subject_hash=sample_row.subject_hash,
-                                   content_digest=sample_row.content_digest if erasure else None,
-                                   request_id=row.id, created_at=now))
+                tombstones.append(dict(model_id=model_id, sample_id=sample_row.sample_id,
+                                       subject_hash=sample_row.subject_hash,
+                                       content_digest=sample_row.content_digest if erasure else None,
+                                       request_id=row.id, created_at=now))
+        s.add_all(TombstoneRow(**t) for t in tombstones)
+        covered: dict[str, Any] = {
+            "evaluations": row_digests.evaluations(evaluations), "findings": row_digests.findings(findings),
+            "tasks": {name: tasks[name].state for name in sorted({*outcome.task_states, *outcome.tasks_forgotten})},
+        }
+        if row.kind == "forget":
+            covered["tombstones"] = row_digests.tombstones(tombstones)
         if outcome.certificate is not None:
             s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
+            covered["certificate"] = row_digests.certificate(outcome.certificate)
         row.status, row.finished_at = APPLIED, now
         row.step_seconds, row.result_version = outcome.step_seconds, version
         row.lease_owner, row.lease_expires_at, row.error = None, None, None
         _event(s, model_id, row.id, "applied", locked=model_row, version=version, artifact=outcome.artifact_digest,
-               step_seconds=round(outcome.step_seconds, 6))
+               step_seconds=round(outcome.step_seconds, 6), **covered)
 
     # ---- purging ---------------------------------------------------------------
 
@@ -864,7 +872,7 @@ class Ledger:
         with self._begin() as s:
             ids = [pk for pk, _, _ in plan.rows]
             for chunk in _chunks(ids, 1000):
-                s.execute(update(SampleRow).where(SampleRow.id.in_(chunk)).values(data_digest=None, data_row=None))
+                s.execute(update(SampleRow).where(SampleRow.id.in_(chunk)).values(data_digest=None))
             if plan.states:
                 s.execute(update(ModelVersionRow)
                           .where(ModelVersionRow.model_id == plan.model_id,
@@ -1006,8 +1014,9 @@ class Ledger:
             row = s.get(CertificateRow, request_id)
             return dict(row.body) if row else None
 
-    def audit_problems(self) -> tuple[int, list[audit.ChainProblem]]:
-        """Check every model's audit chain: (events checked, first problem per model)."""
+    def audit_problems(self) -> tuple[int, list[audit.ChainProblem | ledger_audit.RowProblem]]:
+        """Check every model's audit chain, then replay it against every table:
+        (events checked, the first problem per model)."""
         problems, checked = [], 0
         with self._begin() as s:
             for model in s.scalars(select(ModelRow).order_by(ModelRow.id)).all():
@@ -1017,6 +1026,9 @@ class Ledger:
                 chain = [audit.ChainEvent(r.id, r.model_id, r.seq, r.request_id, r.kind, dict(r.detail), r.at,
                                           r.prev_hash, r.hash) for r in rows]
                 found = audit.first_problem(model.name, chain, model.audit_seq, model.audit_head)
+                if found is None:
+                    found, _ = ledger_audit.first_row_problem(
+                        model.name, [(r.kind, r.request_id, dict(r.detail)) for r in rows], _tables(s, model.id))
                 if found is not None:
                     problems.append(found)
         return checked, problems
@@ -1051,18 +1063,49 @@ def _referenced(s: Session, digests: Sequence[str]) -> set[str]:
     return found
 
 
-def _drop_unlearned(s: Session, row: RequestRow) -> tuple[str, ...]:
+def _drop_unlearned(s: Session, row: RequestRow) -> tuple[tuple[str, ...], dict[str, Any]]:
     """A learn that ends without being applied takes its sample rows with it,
     and its task too when nothing else was ever learned or queued for it.
     Returns the artifacts it may have freed (its data file, that task's probe
-    set), for the caller to erase once the transaction commits."""
+    set), for the caller to erase once the transaction commits, and what the
+    ending event records of it."""
+    if row.kind != "learn":
+        return (), {}
     s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING))
     freed = (row.payload_digest,) if row.payload_digest else ()
     task = s.scalar(select(TaskRow).where(TaskRow.model_id == row.model_id, TaskRow.name == row.target["task"]))
     if task is None or task.state != PENDING or s.scalar(select(exists().where(SampleRow.task_id == task.id))):
-        return freed
+        return freed, {}
     s.delete(task)
-    return freed + ((task.probe_digest,) if task.probe_digest else ())
+    return freed + ((task.probe_digest,) if task.probe_digest else ()), {"task_dropped": task.name}
+
+
+def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
+    """One model's rows as plain dicts, for the audit replay."""
+
+    def rows(table, *columns):
+        q = select(*(getattr(table, c) for c in columns)).where(table.model_id == model_id)
+        return [dict(zip(columns, r)) for r in s.execute(q)]
+
+    return ledger_audit.Tables(
+        requests=rows(RequestRow, "seq", "id", "model_id", "kind", "target", "payload_sha", "payload_digest",
+                      "idempotency_key", "received_at", "due_at", "status", "result_version", "requested_by",
+                      "reason"),
+        samples=rows(SampleRow, "sample_id", "subject_hash", "content_digest", "label", "data_row", "task_id",
+                     "learn_request_seq", "status", "data_digest"),
+        tombstones=rows(TombstoneRow, "sample_id", "subject_hash", "content_digest", "request_id"),
+        versions=rows(ModelVersionRow, "version", "request_id", "artifact_digest", "state_purged"),
+        evaluations=rows(EvaluationRow, "version", "task_id", "role", "accuracy", "chance", "n"),
+        findings=rows(RelapseFindingRow, "version", "task_id", "forgotten_at_version", "acc_at_forget", "accuracy",
+                      "chance", "relapse", "threshold", "peak_since_forget"),
+        certificates=rows(CertificateRow, "request_id", "body"),
+        tasks=rows(TaskRow, "name", "state", "probe_digest"),
+    )
+
+
+def _request_digests(row: RequestRow) -> dict[str, Any]:
+    return {"request": row_digests.request(row),
+            "text": {"requested_by": row_digests.text(row.requested_by), "reason": row_digests.text(row.reason)}}
 
 
 def _chunks(items: Sequence, size: int):

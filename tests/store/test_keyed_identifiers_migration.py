@@ -46,6 +46,9 @@ def old_ledger(db_url: str, *, tamper: bool = False, files=(None, None, None)):
     events = [("model_created", None, {"strategy": "analytic"}),
               ("submitted", "r-learn", {"request_kind": "learn", "task": "t", "n_samples": 2}),
               ("submitted", "r-forget", {"request_kind": "forget", "target": {"samples": ["patient-7"]}})]
+    if state is not None:
+        events += [("claimed", "r-learn", {"owner": "w", "attempt": 1}),
+                   ("applied", "r-learn", {"version": 1, "artifact": state})]
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO models (id, name, strategy, config, n_features, n_classes, relapse_threshold, "
                           "forget_due_days, subject_salt, created_at, audit_seq) VALUES (1, 'old', 'analytic', "
@@ -76,7 +79,7 @@ def old_ledger(db_url: str, *, tamper: bool = False, files=(None, None, None)):
                               "VALUES (1, :r, :k, :d, '2026-01-02 00:00:00', :q, :p, :h)"),
                          {"r": rid, "k": kind, "d": json.dumps(detail), "q": seq, "p": prev, "h": digest})
             prev = digest
-        conn.execute(text("UPDATE models SET audit_seq = 3, audit_head = :h"), {"h": prev})
+        conn.execute(text("UPDATE models SET audit_seq = :n, audit_head = :h"), {"n": len(events), "h": prev})
     return engine
 
 

@@ -1,0 +1,301 @@
+"""Replaying a model's audit chain against its tables.
+
+The chain (``store.audit``) proves the events were not altered, removed or
+slipped in. This replays them: what every request's status must be, which
+samples each learn brought and which of them a forget tombstoned, which
+versions, evaluations, findings, certificates and task states each applied
+step wrote, what a purge erased. Each table is then compared with the
+replay, and the first row that disagrees is named with its table. Rows
+written before the chain carried row digests (ledgers from before 0007) are
+checked for what their events say and otherwise counted as not covered.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from store import row_digests
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    model: str
+    table: str
+    row: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"model {self.model!r}, table {self.table}, {self.row}: {self.problem}"
+
+
+@dataclass
+class _Request:
+    kind: str
+    status: str = "queued"
+    digest: str | None = None
+    text: dict[str, str | None] | None = None
+    due_at: str | None = None
+    payload: str | None = None
+    samples: dict[str, Any] | None = None
+    version: int | None = None
+    redacted: set[str] = field(default_factory=set)
+    applied: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Task:
+    state: str = "pending"
+    probe: str | None = None
+
+
+@dataclass
+class Tables:
+    """One model's rows, as plain dicts, for the replay to compare against."""
+
+    requests: list[dict[str, Any]]
+    samples: list[dict[str, Any]]
+    tombstones: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]
+    findings: list[dict[str, Any]]
+    certificates: list[dict[str, Any]]
+    tasks: list[dict[str, Any]]
+
+
+class _Replay:
+    def __init__(self) -> None:
+        self.requests: dict[str, _Request] = {}
+        self.versions: dict[int, dict[str, Any]] = {}
+        self.tasks: dict[str, _Task] = {}
+        self.renamed: dict[str, str] = {}  # artifacts re-written in another format: old -> new
+
+    def artifact(self, digest: str | None) -> str | None:
+        while digest in self.renamed:
+            digest = self.renamed[digest]
+        return digest
+
+    def apply(self, kind: str, request_id: str | None, d: dict[str, Any]) -> None:
+        req = self.requests.get(request_id) if request_id else None
+        if kind == "submitted" and request_id is not None:
+            self.requests[request_id] = _Request(
+                d.get("request_kind", "learn"), digest=d.get("request"), text=d.get("text"), due_at=d.get("due_at"),
+                payload=d.get("payload"), samples=d.get("samples"))
+            if "request" in d and d.get("request_kind") == "learn":
+                task = self.tasks.setdefault(d["task"], _Task())
+                task.probe = d.get("probe") or task.probe
+        elif req is None:
+            self.apply_model_event(kind, d)
+        elif kind == "claimed":
+            req.status = "running"
+        elif kind in ("released", "requeued"):
+            req.status = "queued"
+        elif kind in ("failed", "rejected", "cancelled"):
+            req.status = kind
+            self.tasks.pop(d.get("task_dropped"), None)
+        elif kind == "applied":
+            req.status, req.version, req.applied = "applied", d["version"], d
+            self.versions[d["version"]] = {"request_id": request_id, "artifact": d["artifact"], "purged": False}
+            for name, state in d.get("tasks", {}).items():
+                self.tasks.setdefault(name, _Task()).state = state
+        elif kind == "deadline_extended":
+            req.due_at = d["due_at"]
+        elif kind == "redacted":
+            req.redacted |= set(d["fields"])
+
+    def apply_model_event(self, kind: str, d: dict[str, Any]) -> None:
+        if kind in ("purged", "states_purged"):
+            for v in d.get("versions", ()):
+                if v in self.versions:
+                    self.versions[v]["purged"] = True
+            for name in d.get("probes", ()):
+                if name in self.tasks:
+                    self.tasks[name].probe = None
+        elif kind == "artifact_resealed":
+            self.renamed[d["old"]] = d["new"]
+
+
+def first_row_problem(model: str, events: list[tuple[str, str | None, dict[str, Any]]],
+                      tables: Tables) -> tuple[RowProblem | None, int]:
+    """Replay ``events`` (kind, request id, detail) and compare every table:
+    the first disagreement, and how many rows predate row digests."""
+    replay = _Replay()
+    for kind, request_id, detail in events:
+        replay.apply(kind, request_id, detail)
+    checks = (_requests, _samples, _tombstones, _versions, _per_version("evaluations"),
+              _per_version("findings"), _certificates, _tasks)
+    uncovered = sum(1 for r in replay.requests.values() if r.digest is None)
+    for check in checks:
+        found = check(model, replay, tables)
+        if found is not None:
+            return found, uncovered
+    return None, uncovered
+
+
+def _requests(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    seen = set()
+    for row in sorted(t.requests, key=lambda r: r["seq"]):
+        rid = row["id"]
+        seen.add(rid)
+        where = f"request {rid}"
+        req = replay.requests.get(rid)
+        if req is None:
+            return RowProblem(model, "requests", where, "no event ever submitted it: the row was inserted "
+                                                         "outside the ledger")
+        if row["status"] != req.status:
+            return RowProblem(model, "requests", where, f"status is {row['status']} but its events say {req.status}")
+        if req.status == "applied" and row["result_version"] != req.version:
+            return RowProblem(model, "requests", where, f"result version is {row['result_version']} but it was "
+                                                        f"applied as version {req.version}")
+        if req.digest is None:
+            continue
+        if row_digests.request(_Row(row)) != req.digest:
+            return RowProblem(model, "requests", where, "its content (kind, target, payload, key or received time) "
+                                                        "differs from what was submitted")
+        for name in ("requested_by", "reason"):
+            if name in req.redacted:
+                if row[name] is not None:
+                    return RowProblem(model, "requests", where, f"{name} was redacted but holds text again")
+            elif row_digests.text(row[name]) != (req.text or {}).get(name):
+                return RowProblem(model, "requests", where, f"{name} differs from what was submitted")
+        due = row["due_at"].isoformat() if row["due_at"] is not None else None
+        if req.due_at is not None and due != req.due_at:
+            return RowProblem(model, "requests", where, f"due date {due} is not the one its events set "
+                                                        f"({req.due_at})")
+        if req.payload is not None and row["payload_digest"] != replay.artifact(req.payload):
+            return RowProblem(model, "requests", where, "its data file is not the one it was submitted with")
+    for rid in replay.requests:
+        if rid not in seen:
+            return RowProblem(model, "requests", f"request {rid}", "its events are in the chain but the row is gone")
+    return None
+
+
+def _samples(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    by_seq = {r["seq"]: r["id"] for r in t.requests}
+    tombstoned = {tb["sample_id"] for tb in t.tombstones}
+    by_learn: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for row in t.samples:
+        by_learn[by_seq.get(row["learn_request_seq"])].append(row)
+    if None in by_learn:
+        row = by_learn[None][0]
+        return RowProblem(model, "samples", f"sample {row['sample_id'][:16]}", "it names no learn request of the "
+                                                                              "model")
+    for rid, req in replay.requests.items():
+        if req.kind != "learn" or req.samples is None:
+            continue
+        rows = by_learn.get(rid, [])
+        if req.status in ("failed", "rejected", "cancelled"):
+            if rows:
+                return RowProblem(model, "samples", f"learn {rid}", f"it ended {req.status}, yet {len(rows)} of its "
+                                                                    "samples are still in the ledger")
+            continue
+        if row_digests.samples(rows) != req.samples:
+            return RowProblem(model, "samples", f"learn {rid}", f"its {len(rows)} sample row(s) are not the "
+                                                                f"{req.samples['count']} it brought: rows were "
+                                                                "deleted, added or changed")
+        for row in rows:
+            where = f"sample {row['sample_id'][:16]} of learn {rid}"
+            expected = ("forgotten" if row["sample_id"] in tombstoned else "active") \
+                if req.status == "applied" else "pending"
+            if row["status"] != expected:
+                return RowProblem(model, "samples", where, f"status is {row['status']} but the ledger says "
+                                                           f"{expected}")
+            if row["data_digest"] is None and expected != "forgotten":
+                return RowProblem(model, "samples", where, "its data pointer is gone though it was never forgotten")
+            if row["data_digest"] is not None and row["data_digest"] != replay.artifact(req.payload):
+                return RowProblem(model, "samples", where, "it points at another data file than its learn's")
+    return None
+
+
+def _tombstones(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    by_request: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in t.tombstones:
+        by_request[row["request_id"]].append(row)
+    for rid, rows in by_request.items():
+        req = replay.requests.get(rid)
+        if req is None or req.status != "applied" or req.kind != "forget":
+            return RowProblem(model, "tombstones", f"tombstones of request {rid}", "no applied forget made them")
+    for rid, req in replay.requests.items():
+        recorded = req.applied.get("tombstones")
+        if recorded is not None and row_digests.tombstones(by_request.get(rid, [])) != recorded:
+            return RowProblem(model, "tombstones", f"tombstones of request {rid}",
+                              f"{len(by_request.get(rid, []))} row(s) where the forget wrote {recorded['count']}: "
+                              "tombstones were deleted, added or changed")
+    return None
+
+
+def _versions(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    rows = {r["version"]: r for r in t.versions}
+    for v in sorted(set(rows) | set(replay.versions)):
+        where = f"version {v}"
+        row, want = rows.get(v), replay.versions.get(v)
+        if row is None:
+            return RowProblem(model, "model_versions", where, "applied in the chain, but the row is gone")
+        if want is None:
+            return RowProblem(model, "model_versions", where, "no applied step made it")
+        if row["request_id"] != want["request_id"] or row["artifact_digest"] != replay.artifact(want["artifact"]):
+            return RowProblem(model, "model_versions", where, "its request or state digest differs from the step's")
+        if row["state_purged"] != want["purged"]:
+            return RowProblem(model, "model_versions", where, f"state_purged is {row['state_purged']} but the "
+                                                              f"purges in the chain say {want['purged']}")
+    return None
+
+
+def _per_version(table: str):
+    digest = getattr(row_digests, table)
+    name = "relapse_findings" if table == "findings" else table
+
+    def check(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+        by_version: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in getattr(t, table):
+            by_version[row["version"]].append(row)
+        for v in sorted(by_version):
+            if v not in replay.versions:
+                return RowProblem(model, name, f"version {v}", "no applied step wrote these rows")
+        for req in replay.requests.values():
+            recorded = req.applied.get(table)
+            if recorded is not None and digest(by_version.get(req.version, [])) != recorded:
+                return RowProblem(model, name, f"version {req.version}", "the rows differ from what the step "
+                                                                         "wrote")
+        return None
+
+    return check
+
+
+def _certificates(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    rows = {r["request_id"]: r for r in t.certificates}
+    for rid, row in rows.items():
+        req = replay.requests.get(rid)
+        if req is None or "certificate" not in req.applied and req.digest is not None:
+            return RowProblem(model, "certificates", f"certificate of {rid}", "no applied step issued it")
+        if req is not None and "certificate" in req.applied \
+                and row_digests.certificate(row["body"]) != req.applied["certificate"]:
+            return RowProblem(model, "certificates", f"certificate of {rid}", "its body differs from the one issued")
+    for rid, req in replay.requests.items():
+        if "certificate" in req.applied and rid not in rows:
+            return RowProblem(model, "certificates", f"certificate of {rid}", "issued in the chain, but the row is "
+                                                                              "gone")
+    return None
+
+
+def _tasks(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    rows = {r["name"]: r for r in t.tasks}
+    for name, want in sorted(replay.tasks.items()):
+        row = rows.get(name)
+        if row is None:
+            return RowProblem(model, "tasks", f"task {name!r}", "its learn is in the chain, but the row is gone")
+        if row["state"] != want.state:
+            return RowProblem(model, "tasks", f"task {name!r}", f"state is {row['state']} but its steps say "
+                                                                f"{want.state}")
+        if row["probe_digest"] != replay.artifact(want.probe):
+            return RowProblem(model, "tasks", f"task {name!r}", "its probe set is not the one its learns and purges "
+                                                                "left")
+    return None
+
+
+class _Row:
+    """Attribute access over a row dict, for the digest functions written against ORM rows."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
