@@ -26,6 +26,7 @@ def build(
     gate: dict[str, Any] | None = None,
     notes: list[str] | None = None,
     forgotten_probes: str = "keep",
+    checkpoint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     req = claim.request
     retained = [e for e in evaluations if e.role == "retained"]
@@ -84,4 +85,6 @@ def build(
         # the audit chain as it stood when this step began: rewriting earlier
         # history would no longer match a certificate signed before it
         "audit_anchor": {"seq": audit_anchor[0], "hash": audit_anchor[1]},
+        # the newest signed checkpoint of the chains when the step ran (lifecycle.checkpoints), if any
+        "checkpoint": checkpoint,
     }

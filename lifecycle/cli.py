@@ -70,15 +70,42 @@ def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", h
             console.print(f"encrypted {resealed} artifact(s) stored in clear by an older version")
 
 
+CheckpointsOpt = typer.Option(None, "--checkpoints", help="Folder of signed chain checkpoints, kept apart from the "
+                                                            "database.")
+
+
 @audit_app.command("verify")
-def audit_verify(db: Optional[str] = DbOpt):
-    """Walk every model's event chain; name the first altered, inserted or deleted row."""
-    checked, problems = _connect(db).ledger.audit_problems()
+def audit_verify(db: Optional[str] = DbOpt, checkpoints: Optional[Path] = CheckpointsOpt,
+                 public_key: Optional[Path] = typer.Option(None, "--public-key", help="PEM public key the "
+                                                           "checkpoints are signed with (default: the signing key's).")):
+    """Walk every model's event chain, replay it against every table, and name the first row that disagrees;
+    with --checkpoints, also check that no chain was rewritten before a signed checkpoint."""
+    lc = _connect(db)
+    checked, problems = lc.ledger.audit_problems()
+    if checkpoints is not None:
+        from lifecycle import checkpoints as cp
+
+        pem = public_key.read_bytes() if public_key is not None else lc.signer.public_pem()
+        n, found = cp.check(lc.ledger, checkpoints, pem)
+        problems = [*problems, *found]
+    for p in problems:
+        console.print(f"[red]BROKEN[/red] {p}", highlight=False, soft_wrap=True)
     if problems:
-        for p in problems:
-            console.print(f"[red]BROKEN[/red] {p}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"audit chain intact: {checked} events checked")
+    console.print(f"audit intact: {checked} events checked, every table agrees with them"
+                  + (f", {n} checkpoint(s) hold" if checkpoints is not None else ""))
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(checkpoints: Path = typer.Option(..., "--checkpoints", help="Folder for the signed "
+                                                                                 "checkpoint, apart from the database."),
+                     db: Optional[str] = DbOpt):
+    """Sign the current head of every model's audit chain into a new checkpoint file."""
+    from lifecycle.checkpoints import write_checkpoint
+
+    lc = _connect(db)
+    console.print(f"checkpoint written: {write_checkpoint(lc.ledger, lc.signer, checkpoints)}", highlight=False,
+                  soft_wrap=True)
 
 
 @cert_app.command("show")
@@ -146,6 +173,9 @@ def serve(
     keep_reports: int = typer.Option(10, help="Reports kept per model; older ones are deleted."),
     sweep_interval: float = typer.Option(600.0, help="Seconds between sweeps of stored files nothing "
                                                       "references (older than an hour)."),
+    checkpoints: Optional[str] = typer.Option(None, help="Folder, apart from the database, for signed checkpoints "
+                                                         "of every audit chain's head."),
+    checkpoint_interval: float = typer.Option(300.0, help="Seconds between checkpoints (with --checkpoints)."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics and /healthz on this port."),
     metrics_host: str = typer.Option("127.0.0.1", help="Address for the metrics endpoint."),
     log_level: str = typer.Option("INFO", help="Logging level."),
@@ -161,7 +191,8 @@ def serve(
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
                       reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
                       report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports,
-                      claim_batch=claim_batch, sweep_interval=sweep_interval)
+                      claim_batch=claim_batch, sweep_interval=sweep_interval, checkpoints_dir=checkpoints,
+                      checkpoint_interval=checkpoint_interval)
     raise typer.Exit(service.run())
 
 

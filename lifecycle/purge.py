@@ -21,7 +21,8 @@ from store.ledger import Ledger
 
 log = logging.getLogger("lifecycle.purge")
 
-PURGE_LEASE_SECONDS = 300.0
+# a purge destroys keys and updates a few rows: seconds at most; a crashed one is taken over after this
+PURGE_LEASE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)

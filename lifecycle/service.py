@@ -53,12 +53,16 @@ class Service:
         claim_batch: int = 1,
         sweep_interval: float = 600.0,
         sweep_grace_seconds: float = SWEEP_GRACE_SECONDS,
+        checkpoints_dir: str | os.PathLike | None = None,
+        checkpoint_interval: float = 300.0,
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
             raise InvalidConfig("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
         if report_interval <= 0 or keep_reports < 1:
             raise InvalidConfig(f"report_interval must be positive and keep_reports at least 1, "
                                 f"not {report_interval} and {keep_reports}")
+        if checkpoint_interval <= 0:
+            raise InvalidConfig(f"checkpoint_interval must be positive, not {checkpoint_interval}")
         if sweep_interval <= 0 or sweep_grace_seconds < 0:
             raise InvalidConfig(f"sweep_interval must be positive and sweep_grace_seconds >= 0, not "
                                 f"{sweep_interval} and {sweep_grace_seconds}")
@@ -76,6 +80,9 @@ class Service:
         self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts,
                              claim_batch=claim_batch)
         self.worker.purge_after_batch = False  # the purge job does it, beside the drain
+        self.checkpoints_dir = Path(checkpoints_dir) if checkpoints_dir else None
+        self.checkpoint_interval = checkpoint_interval
+        self.worker.checkpoints = self.checkpoints_dir
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.telemetry: Telemetry | None = None
@@ -100,6 +107,14 @@ class Service:
     def sweep(self) -> list[str]:
         """Erase stored files nothing references (a crash's leftovers)."""
         return self.lc.sweep(self.sweep_grace_seconds)
+
+    def write_checkpoint(self) -> Path:
+        """Sign every chain's head into the checkpoint folder."""
+        from lifecycle.checkpoints import write_checkpoint
+
+        path = write_checkpoint(self.lc.ledger, self.lc.signer, self.checkpoints_dir)
+        log.info("audit checkpoint written to %s", path)
+        return path
 
     def write_summary(self) -> dict:
         summary = relapse_summary(self.lc)
@@ -159,6 +174,9 @@ class Service:
                           next_run_time=_now())
         scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")
         scheduler.add_job(self.sweep, "interval", seconds=self.sweep_interval, id="sweep")
+        if self.checkpoints_dir is not None:
+            scheduler.add_job(self.write_checkpoint, "interval", seconds=self.checkpoint_interval, id="checkpoint",
+                              next_run_time=_now())
         if self.reports_dir is not None:
             scheduler.add_job(self.write_reports, self.report_trigger, id="relapse-reports")
         # a tick still running when the next is due is normal (a long step), not news

@@ -16,11 +16,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 import strategies
-from lifecycle import arrays, certificates, mia, purge
+from lifecycle import arrays, certificates, checkpoints, mia, purge
 from lifecycle import relapse as relapse_check
 from lifecycle.api import Lifecycle
 from lifecycle.vault import Erased, Vault
@@ -96,6 +97,8 @@ class Worker:
         # purge never delays the next model's step.
         self.purge_after_batch = True
         self.pending_purges: set[int] = set()
+        # where the service writes signed chain checkpoints; certificates name the newest
+        self.checkpoints: Path | None = None
         self._pending_lock = threading.Lock()
         self.stopping = threading.Event()
         self.current: list[Claim] = []  # the batch being worked on
@@ -243,6 +246,7 @@ class Worker:
                 gate=checked.gate,
                 notes=strategy.certificate_notes(),
                 forgotten_probes=model.forgotten_probes,
+                checkpoint=checkpoints.latest(self.checkpoints),
             ))
         outcome = StepOutcome(
             artifact_digest=digest,

@@ -123,7 +123,8 @@ def first_row_problem(model: str, events: list[tuple[str, str | None, dict[str, 
     replay = _Replay()
     for kind, request_id, detail in events:
         replay.apply(kind, request_id, detail)
-    checks = (_requests, _samples, _tombstones, _versions, _per_version("evaluations"),
+    # tombstones before samples: which samples must be forgotten is read from them
+    checks = (_requests, _tombstones, _samples, _versions, _per_version("evaluations"),
               _per_version("findings"), _certificates, _tasks)
     uncovered = sum(1 for r in replay.requests.values() if r.digest is None)
     for check in checks:
