@@ -46,6 +46,7 @@ from store.records import Evaluation, Model, ModelVersion, RelapseFinding, Reque
 
 DEFAULT_URL = "sqlite:///lifecycle.db"
 PROBE_POLICIES = ("keep", "purge")
+REDACTABLE = ("reason", "requested_by")
 # a submit writes its files before it commits their rows: the sweep spares files younger than this
 SWEEP_GRACE_SECONDS = 3600.0
 
@@ -384,6 +385,18 @@ class Lifecycle:
         if extended is None:
             raise RequestNotCancellable(f"request {request_id} finished while its deadline was being extended")
         return extended
+
+    def redact(self, request_id: str, *, fields: tuple[str, ...] = ("reason",), why: str,
+               requested_by: str | None = None) -> Request:
+        """Erase free text (``reason``, ``requested_by``) from a request, e.g. a
+        name someone typed into a reason. Audited; the audit chain still verifies."""
+        self.status(request_id)
+        validation.name(why, "why")
+        requested_by = validation.optional_text(requested_by, "requested_by", 200)
+        unknown = set(fields) - set(REDACTABLE)
+        if not fields or unknown:
+            raise InvalidRequest(f"fields must be some of {', '.join(REDACTABLE)}, not {sorted(unknown) or 'none'}")
+        return self.ledger.redact(request_id, sorted(set(fields)), why, requested_by)
 
     # ---- following requests ------------------------------------------------
 

@@ -93,7 +93,7 @@ def audit_verify(db: Optional[str] = DbOpt, checkpoints: Optional[Path] = Checkp
     if problems:
         raise typer.Exit(1)
     console.print(f"audit intact: {checked} events checked, every table agrees with them"
-                  + (f", {n} checkpoint(s) hold" if checkpoints is not None else ""))
+                  + (f", {n} checkpoint(s) hold" if checkpoints is not None else ""), soft_wrap=True)
 
 
 @audit_app.command("checkpoint")
@@ -240,6 +240,17 @@ def extend_deadline(request_id: str = typer.Argument(..., help="An open forget r
     new = lc.extend_deadline(request_id, until=req.due_at + validation.days(days, "--days"), reason=reason,
                              requested_by=requested_by)
     console.print(f"{new.id}: due {_fmt_time(req.due_at)} -> {_fmt_time(new.due_at)} UTC")
+
+
+@app.command()
+def redact(request_id: str = typer.Argument(..., help="A request whose free text must go."),
+           field: list[str] = typer.Option(["reason"], help="reason and/or requested_by (repeatable)."),
+           why: str = typer.Option(..., help="Why (audited)."),
+           requested_by: Optional[str] = typer.Option(None, help="Who decided."),
+           db: Optional[str] = DbOpt):
+    """Erase free text from a request (audited; the audit chain still verifies)."""
+    req = _connect(db).redact(request_id, fields=tuple(field), why=why, requested_by=requested_by)
+    console.print(f"{req.id}: {', '.join(sorted(set(field)))} redacted")
 
 
 @app.command()

@@ -470,6 +470,18 @@ class Ledger:
             name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
             return _request(row, name)
 
+    def redact(self, request_id: str, fields: Sequence[str], why: str, by: str | None) -> rec.Request | None:
+        """Erase free-text fields of a request; the chain keeps their digests and
+        records the redaction, so verification still holds. None when unknown."""
+        with self._begin() as s:
+            row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
+            if row is None:
+                return None
+            for name in fields:
+                setattr(row, name, None)
+            _event(s, row.model_id, row.id, "redacted", fields=sorted(fields), why=why, by=by)
+            return _request(row, s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id)))
+
     # ---- reading requests -------------------------------------------------
 
     def request(self, request_id: str) -> rec.Request | None:

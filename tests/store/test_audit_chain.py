@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
 import lifecycle
 from lifecycle.cli import app
-from store import migrate
+from store import audit, migrate
 from store.engine import make_engine
 from tests.data import digits_tasks, learn_task, make_model
+
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -105,3 +110,41 @@ def test_upgrading_an_older_ledger_chains_its_existing_events(db_url):
     assert verify(lc) == (4, [])  # the three, and the re-keying of identifiers (0006)
     lc.ledger.create_model("new", "analytic", {}, 4, 2, 0.05, 30)  # appends keep chaining
     assert verify(lc) == (5, [])
+
+
+def test_free_text_can_be_redacted_without_breaking_verification(ledger):
+    req = ledger.forget("m2", task="0-1", reason="Jane Doe asked on the phone", requested_by="Jane's manager")
+    ledger.redact(req.id, fields=("reason", "requested_by"), why="a name was typed into the reason",
+                  requested_by="dpo")
+    assert ledger.status(req.id).reason is None
+    assert verify(ledger)[1] == []
+    with ledger.ledger.engine.begin() as conn:  # text slipped back in after the redaction
+        conn.execute(text("UPDATE requests SET reason = 'Jane Doe asked' WHERE id = :i"), {"i": req.id})
+    assert "reason was redacted but holds text again" in verify(ledger)[1][0]
+    with pytest.raises(lifecycle.InvalidRequest, match="fields must be some of"):
+        ledger.redact(req.id, fields=("target",), why="no")
+
+
+def test_cli_checkpoints_catch_a_rewritten_chain(ledger, db_url, tmp_path):
+    folder = tmp_path / "checkpoints"
+    made = runner.invoke(app, ["audit", "checkpoint", "--checkpoints", str(folder), "--db", db_url])
+    assert made.exit_code == 0 and len(list(folder.glob("checkpoint-*.json"))) == 1, made.output
+    ok = runner.invoke(app, ["audit", "verify", "--checkpoints", str(folder), "--db", db_url])
+    assert ok.exit_code == 0 and "1 checkpoint(s) hold" in ok.output, ok.output
+    # re-link m2's chain from its first event on, as a rewrite that keeps the chain self-consistent would
+    rows = sql(ledger, "SELECT e.id, e.seq, e.request_id, e.kind, e.detail, e.at FROM events e JOIN models m "
+                       "ON m.id = e.model_id WHERE m.name = 'm2' ORDER BY e.seq")
+    prev = None
+    for eid, seq, rid, kind, detail, at in rows:
+        detail = json.loads(detail) if isinstance(detail, str) else detail
+        if seq == 1:
+            detail = {**detail, "note": "rewritten"}
+        at = (at if isinstance(at, dt.datetime) else dt.datetime.fromisoformat(at)).replace(tzinfo=dt.timezone.utc)
+        digest = audit.event_hash(2, seq, rid, kind, detail, at, prev)
+        sql(ledger, "UPDATE events SET detail = :d, prev_hash = :p, hash = :h WHERE id = :i",
+            d=json.dumps(detail), p=prev, h=digest, i=eid)
+        prev = digest
+    sql(ledger, "UPDATE models SET audit_head = :h WHERE name = 'm2'", h=prev)
+    assert verify(ledger)[1] == []  # consistent on its own
+    bad = runner.invoke(app, ["audit", "verify", "--checkpoints", str(folder), "--db", db_url])
+    assert bad.exit_code == 1 and "model 'm2'" in bad.output and "rewritten" in bad.output, bad.output
