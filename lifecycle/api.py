@@ -28,6 +28,8 @@ from lifecycle.errors import (
     InvalidRequest,
     ModelExists,
     NotReady,
+    NotRepairable,
+    StorageFault,
     RequestNotCancellable,
     TombstonedSample,
     UnknownModel,
@@ -38,6 +40,7 @@ from lifecycle.errors import (
     UnsupportedForgetUnit,
 )
 from store.artifacts import ArtifactStore
+from store.errors import ArtifactCorrupt, ArtifactMissing
 from store.engine import open_engine
 from store.identity import IdKey
 from store.keystore import KeyStore
@@ -448,6 +451,45 @@ class Lifecycle:
         (left by a crash), older than ``grace_seconds``; returns their digests."""
         return purge.sweep(self.ledger, self.vault, grace_seconds)
 
+    def repair(self, model: str, *, requested_by: str | None = None) -> Request:
+        """Check every stored file the model needs and queue the repair that
+        brings it back: a state rebuilt from the retained data (exact strategies;
+        rows of unreadable data files are then lost, and tombstoned), unreadable
+        probe sets dropped, the quarantine lifted. The repair is applied ahead
+        of the model's queue. Raises ``NotRepairable`` naming what to restore
+        (or the last good version) when the strategy cannot be rebuilt."""
+        m = self.model(model)
+        requested_by = validation.optional_text(requested_by, "requested_by", 200)
+        if (open_id := self.ledger.open_repair(m.id)) is not None:
+            return self.status(open_id)
+        latest = self.ledger.latest_version(m.id)
+        state_ok = latest is None or _readable(lambda: self.vault.blob(latest.artifact_digest))
+        bad_probes = sorted(t.name for t in self.ledger.tasks(m.id)
+                            if t.probe_digest and not _readable(lambda: self.vault.rows(t.probe_digest)))
+        bad_files = sorted(d for d in self.ledger.data_files(m.id)
+                           if not (_readable(lambda: self.vault.artifacts.get(d)) and self.vault.keys.exists(d)))
+        rebuild = not state_ok or bool(bad_files)
+        if rebuild and strategies.get(m.strategy).tags.exactness != "exact":
+            good = next((v.version for v in reversed(self.ledger.versions(m.id))
+                         if not v.state_purged and _readable(lambda: self.vault.blob(v.artifact_digest))), None)
+            what = [f"its state (version {latest.version})"] if not state_ok else []
+            what += [f"data file {d}" for d in bad_files]
+            raise NotRepairable(
+                f"model {m.name!r} uses {m.strategy!r}, which cannot be rebuilt from stored data; unreadable: "
+                f"{', '.join(what)}. Restore those files from a backup of the artifact folder (the key folder still "
+                f"opens them) and run lifecycle repair again; the last version whose state opens is "
+                f"{good if good is not None else 'none'}.")
+        if not rebuild and not bad_probes and m.quarantine is None:
+            raise InvalidRequest(f"model {m.name!r} is not quarantined and every stored file it needs opens: "
+                                 "nothing to repair")
+        target = {"rebuild": rebuild, "drop_probes": bad_probes, "lost_files": bad_files}
+        why = "; ".join(filter(None, [
+            "state unreadable" if not state_ok else "",
+            f"{len(bad_files)} data file(s) unreadable" if bad_files else "",
+            f"probe set(s) of {', '.join(bad_probes)} unreadable" if bad_probes else "",
+            "quarantine lifted" if m.quarantine is not None else ""]))
+        return self.ledger.submit_repair(m.id, target, requested_by, why)
+
     def sample_digest(self, sample_id: str) -> str:
         """The keyed digest that stands for ``sample_id`` in the ledger and in certificates."""
         return self.ids.sample(validation.name(sample_id, "sample id"))
@@ -500,7 +542,12 @@ class Lifecycle:
                 raise InvalidRequest(f"strategy {m.strategy!r} needs task= at inference")
             if self.ledger.task(m.id, validation.name(task, "task")) is None:
                 raise UnknownTask(f"model {m.name!r} has no task {task!r}")
-        return load_strategy(self.vault, m, version).predict(Xa, task=task)
+        try:
+            strategy = load_strategy(self.vault, m, version)
+        except (ArtifactCorrupt, ArtifactMissing) as exc:
+            raise StorageFault(f"model {m.name!r} cannot be loaded: {exc}. Restore the file from a backup of the "
+                               f"artifact folder, or run: lifecycle repair {m.name}") from None
+        return strategy.predict(Xa, task=task)
 
     # ---- helpers -------------------------------------------------------------
 
@@ -531,6 +578,14 @@ class Lifecycle:
         return [None if s is None else self.ids.legacy_subject(hashlib.sha256(f"{salt}:{s}".encode()).hexdigest())
                 for s in subjects]
 
+
+
+def _readable(read) -> bool:
+    try:
+        read()
+        return True
+    except (ArtifactCorrupt, ArtifactMissing):
+        return False
 
 
 def sample_level_strategies() -> list[str]:

@@ -243,6 +243,16 @@ def extend_deadline(request_id: str = typer.Argument(..., help="An open forget r
 
 
 @app.command()
+def repair(model: str = typer.Argument(..., help="A model whose stored state, data or probe sets are unreadable."),
+           requested_by: Optional[str] = typer.Option(None, help="Who asked (audited)."),
+           db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt):
+    """Check a model's stored files and queue the repair that brings it back (applied ahead of its queue)."""
+    req = _connect(db, artifacts, keys).repair(model, requested_by=requested_by)
+    console.print(f"queued repair {req.id}: {req.reason}; it runs ahead of the model's queue", highlight=False,
+                  soft_wrap=True)
+
+
+@app.command()
 def redact(request_id: str = typer.Argument(..., help="A request whose free text must go."),
            field: list[str] = typer.Option(["reason"], help="reason and/or requested_by (repeatable)."),
            why: str = typer.Option(..., help="Why (audited)."),

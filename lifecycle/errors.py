@@ -67,6 +67,14 @@ class RequestNotCancellable(LifecycleError):
     """Only queued requests can be cancelled."""
 
 
+class StorageFault(LifecycleError):
+    """A stored state, data file or probe set is missing or altered; the message names it and the fix."""
+
+
+class NotRepairable(LifecycleError):
+    """The model cannot be rebuilt from what is stored; the message says what to restore or roll back to."""
+
+
 __all__ = [
     "AlreadyForgotten",
     "ArtifactCorrupt",
@@ -80,6 +88,8 @@ __all__ = [
     "LifecycleError",
     "ModelExists",
     "NotReady",
+    "NotRepairable",
+    "StorageFault",
     "RequestNotCancellable",
     "SchemaOutOfDate",
     "TombstonedSample",

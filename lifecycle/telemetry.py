@@ -80,6 +80,11 @@ class LedgerCollector:
         for strategy, n in self.ledger.finding_counts():
             findings.add_metric([strategy], n)
         yield findings
+        quarantined = GaugeMetricFamily("lifecycle_model_quarantined", "1 for a model whose stored state or data "
+                                        "is unreadable (only repairs are applied to it), else 0", labels=["model"])
+        for m in self.ledger.models():
+            quarantined.add_metric([m.name], 1.0 if m.quarantine else 0.0)
+        yield quarantined
 
 
 class Telemetry:

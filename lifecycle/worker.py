@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from lifecycle import arrays, certificates, checkpoints, mia, purge
 from lifecycle import relapse as relapse_check
 from lifecycle.api import Lifecycle
 from lifecycle.vault import Erased, Vault
-from store.errors import LeaseLost
+from store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
 from store.ledger import utcnow
 from store.records import (
     APPLIED,
@@ -76,9 +76,9 @@ class Verification:
 
 @dataclass
 class _Step:
-    """A step that ran, waiting for its batch's commit."""
+    """A step that ran, waiting for its batch's commit (no result: the model was quarantined)."""
 
-    result: StepResult
+    result: StepResult | None
     strategy: strategies.Strategy | None = None  # the updated model, when the step applied
 
 
@@ -168,7 +168,7 @@ class Worker:
         for step in applied:
             if step.result.claim.request.kind == "forget":
                 self._schedule_retrain(step.result.claim.model, step.strategy)
-        return [self.ledger.request(step.result.claim.request.id) for step in steps]
+        return [self.ledger.request(claim.request.id) for claim in claims[:len(steps)]]
 
     def _release(self, claims: list[Claim], why: str) -> None:
         for claim in claims:
@@ -209,26 +209,40 @@ class Worker:
         ctx = {"request_id": req.id, "model": model.name}
         log.info("applying %s to %s v%d (attempt %d)", req.kind, model.name, base_no, claim.attempt, extra=ctx)
         try:
-            strategy = self._strategy(model, base)
             tasks = {t.name: t for t in self.ledger.tasks(model.id)}
             started = time.perf_counter()
             forgotten, forgotten_data = [], None
+            if req.kind == "repair":
+                strategy, forgotten = self._repair(claim, base)
+                task_states, forgotten_now = {}, set()
+                # probe sets the repair drops are not read again
+                tasks = {n: replace(t, probe_digest=None) if n in req.target.get("drop_probes", ()) else t
+                         for n, t in tasks.items()}
+            else:
+                strategy = self._strategy(model, base)
             if req.kind == "learn":
                 task_states, forgotten_now = self._learn(claim, strategy, tasks), set()
             elif req.kind == "retrain":
                 task_states, forgotten_now = self._retrain(claim, strategy), set()
-            else:
+            elif req.kind == "forget":
                 forgotten, forgotten_data = self._forget(claim, strategy, spec.tags, tasks)
                 task = req.target.get("task")
                 task_states, forgotten_now = {}, ({task} if task is not None else set())
             step_seconds = time.perf_counter() - started
+            checked = self.verify(model, spec.tags, strategy, tasks, task_states, forgotten_now, base_no + 1)
         except Rejected as exc:
             log.info("rejected: %s", exc, extra=ctx)
             return _Step(StepResult(claim, REJECTED, error=str(exc) or "rejected"))
+        except (ArtifactCorrupt, ArtifactMissing) as exc:
+            if req.kind == "repair":
+                return _Step(StepResult(claim, FAILED, error=f"the repair could not read what it needs: {exc}"))
+            # nothing queued is failed for a storage fault: the model waits, quarantined, for a repair
+            log.error("quarantined %s: %s; run: lifecycle repair %s", model.name, exc, model.name, extra=ctx)
+            self.ledger.quarantine(claim, f"{exc}")
+            return _Step(None)
         except Exception as exc:  # a strategy failure must not take the worker down
             log.exception("step failed", extra=ctx)
             return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
-        checked = self.verify(model, spec.tags, strategy, tasks, task_states, forgotten_now, base_no + 1)
         evaluations, findings = checked.evaluations, checked.findings
         removed = [s.sample_id for s in forgotten]
         digest = self.lc.vault.put_blob(arrays.pack(strategy.state_dict()))
@@ -262,6 +276,7 @@ class Worker:
 
     def _commit(self, steps: list[_Step]) -> list[_Step]:
         """Commit a batch's steps together; return the applied ones."""
+        steps = [step for step in steps if step.result is not None]
         committed = self.ledger.commit_steps([step.result for step in steps])
         applied = []
         for step, done in zip(steps, committed):
@@ -316,6 +331,29 @@ class Worker:
                 np.zeros((0, claim.model.n_features), np.float32), np.zeros(0, np.int64))
             strategy.retrain(plan, strategies.TaskData("retrain", X, y, tuple(plan.sample_ids)))
         return {}
+
+    def _repair(self, claim: Claim, base: ModelVersion | None):
+        """Apply a repair: rebuild the state from the retained data where the
+        strategy is exact (the rows of unreadable data files are then lost and
+        tombstoned), or carry the readable state over; unreadable probe sets
+        are dropped when the step commits. Returns the strategy and the lost samples."""
+        model, target = claim.model, claim.request.target
+        if not target.get("rebuild"):
+            return self._strategy(model, base), []
+        spec = strategies.get(model.strategy)
+        strategy = spec.build(spec.make_config(model.config), model.n_features, model.n_classes)
+        lost_files = set(target.get("lost_files", ()))
+        lost, by_task = [], defaultdict(list)
+        for digest, samples in self.ledger.data_files(model.id).items():
+            if digest in lost_files:
+                lost += samples
+            else:
+                for sample in samples:
+                    by_task[sample.task].append(sample)
+        for task in [t.name for t in self.ledger.tasks(model.id) if t.name in by_task]:
+            X, y = self._sample_data(by_task[task])
+            strategy.learn(strategies.TaskData(task, X, y, tuple(s.sample_id for s in by_task[task])))
+        return strategy, lost
 
     def _schedule_retrain(self, model: Model, strategy) -> None:
         """After a forget: enqueue a retrain request when the strategy has parts left unusable."""

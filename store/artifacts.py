@@ -47,9 +47,9 @@ class ArtifactStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise ArtifactMissing(f"artifact {digest} is not in the store at {self.root}") from None
+            raise ArtifactMissing(f"artifact {path} is missing") from None
         if sha256(data) != digest:
-            raise ArtifactCorrupt(f"artifact {digest} does not match its digest; the file was altered")
+            raise ArtifactCorrupt(f"artifact {path} does not match its digest: the file was altered or damaged")
         return data
 
     def exists(self, digest: str) -> bool:

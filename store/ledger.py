@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, exists, func, insert, or_, select, union_all, update
+from sqlalchemy import Engine, case, delete, exists, func, insert, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
 from store import audit, ledger_audit, row_digests
@@ -52,6 +52,7 @@ def _model(row: ModelRow) -> rec.Model:
         created_at=row.created_at,
         keep_states=row.keep_states,
         forgotten_probes=row.forgotten_probes,
+        quarantine=row.quarantine,
     )
 
 
@@ -559,7 +560,8 @@ class Ledger:
                 )}
                 if not locked:
                     continue
-                heads = union_all(*(self._head_seq(m) for m in locked))
+                heads = union_all(*(self._head_seq(m, repairs_only=row.quarantine is not None)
+                                    for m, row in locked.items()))
                 running = aliased(RequestRow)
                 rows = s.scalars(
                     select(RequestRow)
@@ -589,8 +591,9 @@ class Ledger:
             return claims
 
     @staticmethod
-    def _head_seq(model_id):
-        return select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id, RequestRow.status == QUEUED)
+    def _head_seq(model_id, repairs_only=False):
+        q = select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id, RequestRow.status == QUEUED)
+        return q.where(RequestRow.kind == "repair") if repairs_only is True else q
 
     @staticmethod
     def _running(model_id):
@@ -598,7 +601,9 @@ class Ledger:
 
     def _idle_heads(self, model_id: int | None):
         """Model ids with a queued request and none running, oldest head first."""
-        head = self._head_seq(ModelRow.id).correlate(ModelRow).scalar_subquery()
+        # a quarantined model's queue waits; only a repair may jump it
+        head = case((ModelRow.quarantine.is_(None), self._head_seq(ModelRow.id).correlate(ModelRow).scalar_subquery()),
+                    else_=self._head_seq(ModelRow.id, repairs_only=True).correlate(ModelRow).scalar_subquery())
         idle = ~self._running(ModelRow.id).correlate(ModelRow)
         heads = select(ModelRow.id.label("model_id"), head.label("head")).where(idle)
         if model_id is not None:
@@ -633,6 +638,51 @@ class Ledger:
                 return True
         except LeaseLost:
             return False
+
+    def quarantine(self, claim: rec.Claim, why: str) -> None:
+        """The step of ``claim`` found the model's stored state or data unreadable:
+        hand the request back untouched (its attempt not counted, so it is never
+        failed for it) and stop claiming the model until a repair applies."""
+        with self._begin() as s:
+            row = self._owned(s, claim)
+            row.status, row.lease_owner, row.lease_expires_at = QUEUED, None, None
+            row.attempt -= 1
+            model = _lock_model(s, row.model_id)
+            model.quarantine = why
+            _event(s, row.model_id, row.id, "quarantined", locked=model, why=why)
+
+    def submit_repair(self, model_id: int, target: dict[str, Any], requested_by: str | None,
+                      reason: str) -> rec.Request:
+        """Queue a repair; it is claimed ahead of the model's other requests while the model is quarantined."""
+        with self._begin() as s:
+            locked = _lock_model(s, model_id)
+            row = RequestRow(
+                id=str(uuid.uuid4()), model_id=model_id, kind="repair", target=target,
+                payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
+                payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
+                received_at=utcnow(), due_at=None, status=QUEUED, attempt=0,
+            )
+            s.add(row)
+            s.flush()
+            _event(s, model_id, row.id, "submitted", locked=locked, request_kind="repair", target=target,
+                   **_request_digests(row))
+            return _request(row, locked.name)
+
+    def open_repair(self, model_id: int) -> str | None:
+        with self._begin() as s:
+            return s.scalar(select(RequestRow.id).where(RequestRow.model_id == model_id, RequestRow.kind == "repair",
+                                                        RequestRow.status.in_((QUEUED, RUNNING))))
+
+    def data_files(self, model_id: int) -> dict[str, list[rec.Sample]]:
+        """The data files the model's active samples live in, with those samples."""
+        out: dict[str, list[rec.Sample]] = {}
+        with self._begin() as s:
+            q = (select(SampleRow, TaskRow.name).join(TaskRow, TaskRow.id == SampleRow.task_id)
+                 .where(SampleRow.model_id == model_id, SampleRow.status == ACTIVE)
+                 .order_by(SampleRow.task_id, SampleRow.learn_request_seq, SampleRow.data_row))
+            for row, name in s.execute(q):
+                out.setdefault(row.data_digest, []).append(_sample(row, name))
+        return out
 
     def release(self, claim: rec.Claim, why: str) -> None:
         """Give a claimed request back to the queue untouched (graceful shutdown)."""
@@ -813,11 +863,16 @@ class Ledger:
             "evaluations": row_digests.evaluations(evaluations), "findings": row_digests.findings(findings),
             "tasks": {name: tasks[name].state for name in sorted({*outcome.task_states, *outcome.tasks_forgotten})},
         }
-        if row.kind == "forget":
+        if row.kind in ("forget", "repair"):  # a repair tombstones the rows whose data it found unreadable
             covered["tombstones"] = row_digests.tombstones(tombstones)
         if outcome.certificate is not None:
             s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
             covered["certificate"] = row_digests.certificate(outcome.certificate)
+        if row.kind == "repair":
+            for name in row.target.get("drop_probes", ()):
+                tasks[name].probe_digest = None
+            covered["repaired"] = {"quarantine_was": model_row.quarantine, **row.target}
+            model_row.quarantine = None
         row.status, row.finished_at = APPLIED, now
         row.step_seconds, row.result_version = outcome.step_seconds, version
         row.lease_owner, row.lease_expires_at, row.error = None, None, None

@@ -89,7 +89,7 @@ class _Replay:
             self.apply_model_event(kind, d)
         elif kind == "claimed":
             req.status = "running"
-        elif kind in ("released", "requeued"):
+        elif kind in ("released", "requeued", "quarantined"):
             req.status = "queued"
         elif kind in ("failed", "rejected", "cancelled"):
             req.status = kind
@@ -99,6 +99,9 @@ class _Replay:
             self.versions[d["version"]] = {"request_id": request_id, "artifact": d["artifact"], "purged": False}
             for name, state in d.get("tasks", {}).items():
                 self.tasks.setdefault(name, _Task()).state = state
+            for name in d.get("repaired", {}).get("drop_probes", ()):
+                if name in self.tasks:
+                    self.tasks[name].probe = None
         elif kind == "deadline_extended":
             req.due_at = d["due_at"]
         elif kind == "redacted":
@@ -215,8 +218,9 @@ def _tombstones(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
         by_request[row["request_id"]].append(row)
     for rid, rows in by_request.items():
         req = replay.requests.get(rid)
-        if req is None or req.status != "applied" or req.kind != "forget":
-            return RowProblem(model, "tombstones", f"tombstones of request {rid}", "no applied forget made them")
+        if req is None or req.status != "applied" or req.kind not in ("forget", "repair"):
+            return RowProblem(model, "tombstones", f"tombstones of request {rid}", "no applied forget or repair "
+                                                                                  "made them")
     for rid, req in replay.requests.items():
         recorded = req.applied.get("tombstones")
         if recorded is not None and row_digests.tombstones(by_request.get(rid, [])) != recorded:

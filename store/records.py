@@ -30,6 +30,7 @@ class Model:
     created_at: dt.datetime
     keep_states: int = 3
     forgotten_probes: str = "keep"
+    quarantine: str | None = None  # why only repairs are applied to it now
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ class ModelRow(Base):
     # at most one purge per model at a time: whoever holds this lease
     purge_owner: Mapped[str | None] = mapped_column(String(200))
     purge_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # why the model is quarantined (its stored state or data is unreadable); only repairs are claimed then
+    quarantine: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     # head of the audit chain over this model's events (see store.audit)
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
