@@ -129,6 +129,14 @@ CASES = {
         ModelVersionRow.version == 1).values(artifact_digest="0" * 64)),
     "a purged state marked kept": ("model_versions", lambda s: update(ModelVersionRow).where(
         ModelVersionRow.state_purged.is_(True)).values(state_purged=False)),
+    "a model version deleted": ("model_versions", lambda s: delete(ModelVersionRow).where(
+        ModelVersionRow.version == 2, ModelVersionRow.model_id == digits_id(s))),
+    "a tombstone's subject edited": ("tombstones", lambda s: update(TombstoneRow).where(
+        TombstoneRow.id == s.scalar(select(func.min(TombstoneRow.id)))).values(subject_hash="0" * 64)),
+    "a relapse finding edited": ("relapse_findings", lambda s: update(RelapseFindingRow).values(relapse=0.01)),
+    # (a task row cannot be deleted while its samples and evaluations reference it)
+    "a task's probe set swapped": ("tasks", lambda s: update(TaskRow).where(
+        TaskRow.probe_digest.is_not(None)).values(probe_digest="0" * 64)),
     "tombstones deleted": ("tombstones", lambda s: delete(TombstoneRow).where(
         TombstoneRow.request_id == forget_of(s).id)),
     "forgotten samples set back to active": ("samples", lambda s: update(SampleRow).where(
