@@ -181,6 +181,8 @@ class Service:
             scheduler.add_job(self.write_reports, self.report_trigger, id="relapse-reports")
         # a tick still running when the next is due is normal (a long step), not news
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        # "Running job ..." / "executed successfully" twice per tick of every job drown what an operator needs
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
 
     def _job_defaults(self) -> dict:
         return {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}

@@ -937,6 +937,8 @@ class Ledger:
         if plan.empty:
             return []
         with self._begin() as s:
+            # the model row before any sample row: the order a step's commit takes them in
+            locked = _lock_model(s, plan.model_id)
             ids = [pk for pk, _, _ in plan.rows]
             for chunk in _chunks(ids, 1000):
                 s.execute(update(SampleRow).where(SampleRow.id.in_(chunk)).values(data_digest=None))
@@ -949,7 +951,7 @@ class Ledger:
                 s.execute(update(TaskRow).where(TaskRow.model_id == plan.model_id, TaskRow.name == name)
                           .values(probe_digest=None))
             touched = plan.digests()
-            _event(s, plan.model_id, None, "purged", rows=len(plan.rows), files=len({d for _, d, _ in plan.rows}),
+            _event(s, plan.model_id, None, "purged", locked=locked, rows=len(plan.rows), files=len({d for _, d, _ in plan.rows}),
                    versions=sorted(v for v, _ in plan.states), probes=sorted(n for n, _ in plan.probes))
             return sorted(set(touched) - _referenced(s, touched))
 
