@@ -521,7 +521,7 @@ class Scale:
 
     def analyse(self, load: Load, crossings: list[Crossing], final: dict, started: float, submit_end: float,
                 drained_in: float | None) -> dict:
-        args, mid = self.args, self.model.id
+        mid = self.model.id
         requests = {r.id: r for r in self.sql(select(
             RequestRow.id, RequestRow.kind, RequestRow.status, RequestRow.received_at, RequestRow.finished_at,
             RequestRow.error).where(RequestRow.model_id == mid))}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from store.errors import ArtifactCorrupt, ArtifactMissing
+from store.files import write_durably
 
 
 def sha256(data: bytes) -> str:
@@ -26,20 +26,8 @@ class ArtifactStore:
     def put(self, data: bytes) -> str:
         digest = sha256(data)
         path = self._path(digest)
-        if path.exists():
-            return digest
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write-then-rename so a crash never leaves a partial file under a valid name
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not path.exists():
+            write_durably(path, data)
         return digest
 
     def get(self, digest: str) -> bytes:
@@ -47,9 +35,10 @@ class ArtifactStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise ArtifactMissing(f"artifact {path} is missing") from None
+            raise ArtifactMissing(f"artifact {digest} is missing (no file {path})") from None
         if sha256(data) != digest:
-            raise ArtifactCorrupt(f"artifact {path} does not match its digest: the file was altered or damaged")
+            raise ArtifactCorrupt(f"artifact {digest} does not match its digest: the file {path} was altered or "
+                                  "damaged")
         return data
 
     def exists(self, digest: str) -> bool:

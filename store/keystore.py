@@ -12,11 +12,11 @@ store's backups.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from store.errors import ArtifactMissing
+from store.files import write_durably
 
 KEY_BYTES = 32
 ZERO = bytes(KEY_BYTES)
@@ -34,18 +34,7 @@ class KeyStore:
     def create(self, digest: str, keys: bytes) -> None:
         if len(keys) % KEY_BYTES:
             raise ValueError("keys must be a whole number of 32-byte keys")
-        path = self._path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(keys)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_durably(self._path(digest), keys)
 
     def read(self, digest: str) -> bytes:
         try:

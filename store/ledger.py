@@ -412,18 +412,8 @@ class Ledger:
                 RequestRow.model_id == model_id, RequestRow.kind == "retrain", RequestRow.status == QUEUED))
             if queued is not None:
                 return None
-            target = {"units": sorted(int(u) for u in units)}
-            row = RequestRow(
-                id=str(uuid.uuid4()), model_id=model_id, kind="retrain", target=target,
-                payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
-                payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
-                received_at=utcnow(), due_at=None, status=QUEUED, attempt=0,
-            )
-            s.add(row)
-            s.flush()
-            _event(s, model_id, row.id, "submitted", locked=locked, request_kind="retrain", target=target,
-                   reason=reason, **_request_digests(row))
-            return _request(row, locked.name)
+            return _internal_request(s, locked, "retrain", {"units": sorted(int(u) for u in units)}, requested_by,
+                                     reason)
 
     def open_forget_overlapping(self, model_id: int, target: dict[str, Any]) -> str | None:
         """The id of a queued or running forget that names the same task or
@@ -655,18 +645,7 @@ class Ledger:
                       reason: str) -> rec.Request:
         """Queue a repair; it is claimed ahead of the model's other requests while the model is quarantined."""
         with self._begin() as s:
-            locked = _lock_model(s, model_id)
-            row = RequestRow(
-                id=str(uuid.uuid4()), model_id=model_id, kind="repair", target=target,
-                payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
-                payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
-                received_at=utcnow(), due_at=None, status=QUEUED, attempt=0,
-            )
-            s.add(row)
-            s.flush()
-            _event(s, model_id, row.id, "submitted", locked=locked, request_kind="repair", target=target,
-                   **_request_digests(row))
-            return _request(row, locked.name)
+            return _internal_request(s, _lock_model(s, model_id), "repair", target, requested_by, reason)
 
     def open_repair(self, model_id: int) -> str | None:
         with self._begin() as s:
@@ -1170,6 +1149,22 @@ def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
         certificates=rows(CertificateRow, "request_id", "body"),
         tasks=rows(TaskRow, "name", "state", "probe_digest"),
     )
+
+
+def _internal_request(s: Session, locked: ModelRow, kind: str, target: dict[str, Any], requested_by: str | None,
+                      reason: str) -> rec.Request:
+    """Queue a request the system files itself (retrain, repair); the model row is already locked."""
+    row = RequestRow(
+        id=str(uuid.uuid4()), model_id=locked.id, kind=kind, target=target,
+        payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
+        payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
+        received_at=utcnow(), due_at=None, status=QUEUED, attempt=0,
+    )
+    s.add(row)
+    s.flush()
+    _event(s, locked.id, row.id, "submitted", locked=locked, request_kind=kind, target=target, reason=reason,
+           **_request_digests(row))
+    return _request(row, locked.name)
 
 
 def _request_digests(row: RequestRow) -> dict[str, Any]:
