@@ -103,3 +103,26 @@ def test_a_strategy_that_cannot_be_rebuilt_names_the_last_good_version(lc):
     flip_a_byte(lc, lc.ledger.latest_version(lc.model("h").id).artifact_digest)
     with pytest.raises(NotRepairable, match="last version whose state opens is 1"):
         lc.repair("h")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_s3t_is_rebuilt_from_its_retained_data(lc):
+    lc.create_model("s", strategy="s3t", n_features=64, n_classes=10,
+                    config=dict(n_shards=2, n_slices=3, continual_slices=2, n_sequences=3, hidden=32, rank=8,
+                                epochs=2))
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "s", t0)
+    learn_task(lc, "s", t1)
+    lc.drain()
+    flip_a_byte(lc, lc.ledger.latest_version(lc.model("s").id).artifact_digest)
+    forget = lc.forget("s", samples=["0-1/3"])
+    lc.drain()
+    assert lc.status(forget.id).status == "queued" and lc.model("s").quarantine
+    lc.repair("s")
+    lc.drain()
+    assert lc.status(forget.id).status == "applied" and lc.model("s").quarantine is None
+    before, repaired = (next(st for st in lc.history("s") if st.version == v) for v in (2, 3))
+    assert [e.task for e in repaired.evaluations] == ["0-1", "2-3"]
+    for old, new in zip(before.evaluations, repaired.evaluations):
+        assert new.accuracy >= old.accuracy - 0.05, (old, new)
+    assert lc.ledger.audit_problems()[1] == []
