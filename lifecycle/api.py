@@ -133,8 +133,9 @@ class Lifecycle:
     ) -> Model:
         """Register a model.
 
-        ``keep_states``: model states kept besides none older than the
-        latest forget (at least 1, the latest); older ones are erased.
+        ``keep_states``: how many of the latest model states are kept (at
+        least 1); older ones, and every state trained on forgotten data, are
+        erased.
         ``forgotten_probes``: what a task forget does to the task's probe
         set: ``"keep"`` it to watch the task for relapse (certificates say
         so), or ``"purge"`` it with the task (relapse is then not watched).
@@ -332,13 +333,13 @@ class Lifecycle:
                 raise AlreadyForgotten(f"task {task!r} was already forgotten at version {t.forgotten_at_version}")
         elif samples is not None:
             ids = target["samples"]
-            given = list(samples)
+            asked = list(samples)
             tomb = self.ledger.tombstoned(m.id, ids)
             if tomb:
                 raise AlreadyForgotten(f"{len(tomb)} sample(s) were already forgotten, e.g. "
-                                       f"{[given[i] for i, d in enumerate(ids) if d in tomb][:3]}")
+                                       f"{[asked[i] for i, d in enumerate(ids) if d in tomb][:3]}")
             known = self.ledger.samples(m.id, ids)
-            missing = [given[i] for i, d in enumerate(ids) if d not in known]
+            missing = [asked[i] for i, d in enumerate(ids) if d not in known]
             if missing:
                 raise UnknownSamples(f"{len(missing)} sample id(s) were never learned by {m.name!r}, "
                                      f"e.g. {missing[:3]}")

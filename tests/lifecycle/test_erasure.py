@@ -226,7 +226,7 @@ def test_a_second_open_forget_of_the_same_data_is_refused(lc):
     with pytest.raises(AlreadyForgotten, match="already queued"):
         lc.forget("digits", subject="alice")
     lc.forget("digits", samples=["0-1/0", "0-1/1"])
-    with pytest.raises(AlreadyForgotten, match="already queued"):
+    with pytest.raises(AlreadyForgotten, match="same samples is already queued"):
         lc.forget("digits", samples=["0-1/1", "0-1/2"])
     lc.forget("digits", samples=["0-1/2"])  # no overlap: accepted
 
