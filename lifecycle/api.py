@@ -41,7 +41,7 @@ from lifecycle.errors import (
 )
 from store.artifacts import ArtifactStore
 from store.errors import ArtifactCorrupt, ArtifactMissing
-from store.engine import open_engine
+from store.engine import ledger_url, open_engine
 from store.identity import IdKey
 from store.keystore import KeyStore
 from store.ledger import Ledger, utcnow
@@ -72,7 +72,7 @@ def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = Non
     digested under the secret at ``id_key`` (see ``store.identity``); both
     are created on first use.
     """
-    url = url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
+    url = ledger_url(url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL))
     engine = open_engine(url, create=create)
     artifacts = Path(artifacts or default_artifacts(url))
     vault = Vault(ArtifactStore(artifacts), KeyStore(keys or default_keys(url, artifacts)))

@@ -26,6 +26,20 @@ cert_app = typer.Typer(help="Signed deletion certificates.", no_args_is_help=Tru
 app.add_typer(cert_app, name="certificate")
 console = Console()
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"lifecycle {version('lifecycle')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """lifecycle: continual learn/unlearn lifecycle manager."""
+
 DB_HELP = "Ledger URL, e.g. sqlite:///ledger.db or postgresql+psycopg://user@host/db (env LIFECYCLE_DB)."
 DbOpt = typer.Option(None, "--db", help=DB_HELP)
 KeysOpt = typer.Option(None, "--keys", help="Folder of the artifacts' data keys; keep it out of their backups "
@@ -36,8 +50,9 @@ ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default:
 
 def _url(db: Optional[str]) -> str:
     from lifecycle.api import DEFAULT_URL
+    from store.engine import ledger_url
 
-    return db or os.environ.get("LIFECYCLE_DB", DEFAULT_URL)
+    return ledger_url(db or os.environ.get("LIFECYCLE_DB", DEFAULT_URL))
 
 
 def _connect(db, artifacts=None, keys=None):
@@ -55,9 +70,9 @@ def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", h
                artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt):
     """Create or upgrade the ledger schema; encrypt artifacts stored in clear by older versions."""
     from store import migrate
-    from store.engine import make_engine
+    from store.engine import reachable_engine
 
-    engine = make_engine(_url(db))
+    engine = reachable_engine(_url(db))
     before = migrate.current_revision(engine)
     migrate.upgrade(engine, revision)
     console.print(f"ledger schema: {before or 'empty'} -> {migrate.current_revision(engine)}")
@@ -128,11 +143,12 @@ def certificate_verify(file: Path = typer.Argument(..., help="A certificate writ
     """Check a certificate's signature offline (no ledger, no network); with --db, its anchor too."""
     from lifecycle.signing import InvalidCertificate, check_anchor, loads, verify
 
+    signed = loads(file.read_bytes())  # an unreadable or malformed file is an error (exit 2), not a verdict
     try:
-        body = verify(loads(file.read_bytes()), public_key.read_bytes())
+        body = verify(signed, public_key.read_bytes())
         if db is not None:
             check_anchor(body, _connect(db).ledger)
-    except (InvalidCertificate, OSError) as exc:
+    except InvalidCertificate as exc:
         console.print(f"[red]INVALID[/red]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"valid: forget {body['request']['id']} on model {body['model']!r}, v{body['version_before']} -> "
@@ -147,7 +163,7 @@ def certificate_public_key(key: Optional[Path] = typer.Option(None, help="Privat
     """Print the public key that verifies this installation's certificates."""
     from lifecycle.signing import Signer
 
-    pem = Signer(key).public_pem()
+    pem = Signer(key).public_pem(create=False)  # showing a key never makes one
     if out is not None:
         out.write_bytes(pem)
     print(pem.decode(), end="")
@@ -391,8 +407,11 @@ def demo(db: Optional[str] = typer.Option(None, "--db", help="Ledger URL (defaul
 def main() -> None:
     try:
         app()
-    except (LifecycleError, LedgerError) as exc:
-        Console(stderr=True).print(f"[red]error[/red] ({type(exc).__name__}): {exc}", markup=True, highlight=False)
+    except (LifecycleError, LedgerError, OSError) as exc:
+        # OSError: a file or folder that is missing or not writable, a port in use
+        message = " ".join(str(exc).split())
+        Console(stderr=True).print(f"[red]error[/red] ({type(exc).__name__}): {message}", markup=True,
+                                   highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -1,6 +1,15 @@
 """Typed errors of the public API. Each names the problem in its message."""
 
-from store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost, LedgerError, SchemaOutOfDate
+from store.errors import (
+    ArtifactCorrupt,
+    ArtifactMissing,
+    BadLedgerUrl,
+    LeaseLost,
+    LedgerError,
+    LedgerUnreachable,
+    NoLedger,
+    SchemaOutOfDate,
+)
 
 
 class LifecycleError(Exception):
@@ -79,6 +88,9 @@ __all__ = [
     "AlreadyForgotten",
     "ArtifactCorrupt",
     "ArtifactMissing",
+    "BadLedgerUrl",
+    "LedgerUnreachable",
+    "NoLedger",
     "DuplicateSampleIds",
     "IdempotencyConflict",
     "InvalidConfig",

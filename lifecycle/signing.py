@@ -32,6 +32,10 @@ class InvalidCertificate(LifecycleError):
     """A certificate's signature does not verify, or the file is not a certificate."""
 
 
+class SigningKeyError(LifecycleError):
+    """The signing key is missing (where it must exist) or is not an Ed25519 private key."""
+
+
 def default_key_path() -> Path:
     if os.environ.get("LIFECYCLE_SIGNING_KEY"):
         return Path(os.environ["LIFECYCLE_SIGNING_KEY"])
@@ -61,16 +65,23 @@ class Signer:
         self.key_path = Path(key_path) if key_path else default_key_path()
         self._key: Ed25519PrivateKey | None = None
 
-    def key(self) -> Ed25519PrivateKey:
+    def key(self, create: bool = True) -> Ed25519PrivateKey:
+        """The private key; created on first use unless ``create`` is false."""
         if self._key is None:
+            if not create and not self.key_path.exists():
+                raise SigningKeyError(f"there is no signing key at {self.key_path}; the first command that signs a "
+                                      "certificate (serve, or drain() through the API) creates it there")
             self._key = self._load_or_create()
         return self._key
 
     def _load_or_create(self) -> Ed25519PrivateKey:
         if self.key_path.exists():
-            key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            try:
+                key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            except (ValueError, TypeError) as exc:
+                raise SigningKeyError(f"{self.key_path} is not a PEM private key without a password: {exc}") from None
             if not isinstance(key, Ed25519PrivateKey):
-                raise InvalidCertificate(f"{self.key_path} does not hold an Ed25519 private key")
+                raise SigningKeyError(f"{self.key_path} does not hold an Ed25519 private key")
             return key
         key = Ed25519PrivateKey.generate()
         self.key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +115,8 @@ class Signer:
             },
         }
 
-    def public_pem(self) -> bytes:
-        return public_pem(self.key().public_key())
+    def public_pem(self, create: bool = True) -> bytes:
+        return public_pem(self.key(create).public_key())
 
 
 def loads(text: str | bytes) -> dict[str, Any]:

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from store import migrate
+from store.errors import BadLedgerUrl, LedgerUnreachable, NoLedger
+
+EXAMPLES = "e.g. ledger.db, sqlite:///ledger.db, sqlite:////abs/path/ledger.db or postgresql+psycopg://user@host/db"
+
+
+def ledger_url(text: str) -> str:
+    """A ledger URL from what a user typed: a plain file path means SQLite."""
+    if "://" not in text:
+        return f"sqlite:///{Path(text).expanduser().resolve()}"
+    try:
+        make_url(text)
+    except ArgumentError:
+        raise BadLedgerUrl(f"{text!r} is not a ledger URL ({EXAMPLES})") from None
+    return text
 
 
 def make_engine(url: str) -> Engine:
@@ -37,11 +54,44 @@ def make_engine(url: str) -> Engine:
 
 
 def open_engine(url: str, *, create: bool = True) -> Engine:
-    """Open ``url``; create the schema on an empty database, refuse an old one."""
-    engine = make_engine(url)
-    if create and migrate.is_empty(engine):
+    """Open ``url``; create the schema on an empty database (when ``create``),
+    refuse an old one. Without ``create`` nothing is ever created: a command
+    that only reads must not leave an empty ledger behind a typo."""
+    engine = reachable_engine(url, create=create)
+    shown = engine.url.render_as_string(hide_password=True)
+    if migrate.is_empty(engine):
+        if not create:
+            raise NoLedger(f"there is no ledger at {shown} (the database has no tables); create one with: "
+                           f"lifecycle db upgrade --db {shown}")
         migrate.upgrade(engine)
-    migrate.check_at_head(engine, make_url(url).render_as_string(hide_password=True))
+    migrate.check_at_head(engine, shown)
+    return engine
+
+
+def reachable_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine on ``url`` whose database answers; typed errors for a URL that
+    names nothing, a folder or server that is not there, and (without
+    ``create``) a SQLite file that does not exist."""
+    url = ledger_url(url)
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        engine = make_engine(url)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise BadLedgerUrl(f"{shown!r} names no database this can open ({exc}; {EXAMPLES})") from None
+    database = make_url(url).database if engine.dialect.name == "sqlite" else None
+    if database and database != ":memory:":
+        path = Path(database)
+        if not path.parent.exists():
+            hint = " (an absolute path takes four slashes: sqlite:////abs/path.db)" if not path.is_absolute() else ""
+            raise LedgerUnreachable(f"cannot open the ledger at {shown}: folder {path.parent} does not exist{hint}")
+        if not create and not path.exists():
+            raise NoLedger(f"there is no ledger at {shown} (no such file); create one with: lifecycle db upgrade "
+                           f"--db {shown}")
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        raise LedgerUnreachable(f"cannot reach the ledger at {shown}: {' '.join(str(exc.orig).split())}") from None
     return engine
 
 

@@ -5,6 +5,18 @@ class LedgerError(Exception):
     """Base class of ledger errors."""
 
 
+class BadLedgerUrl(LedgerError):
+    """The ledger URL cannot be understood; the message shows one that works."""
+
+
+class LedgerUnreachable(LedgerError):
+    """The ledger's database cannot be opened or reached."""
+
+
+class NoLedger(LedgerError):
+    """There is no ledger at the URL (and the command does not create one)."""
+
+
 class SchemaOutOfDate(LedgerError):
     """The database schema is behind this code; the message names the upgrade command."""
 

@@ -21,9 +21,10 @@ def test_migrations_create_exactly_the_declared_schema(db_url):
     assert migrate.current_revision(engine) == migrate.head_revision()
 
 
-def test_an_unmigrated_ledger_names_the_upgrade_command(db_url, tmp_path):
-    with pytest.raises(SchemaOutOfDate, match=r"run: lifecycle db upgrade --db "):
+def test_no_ledger_is_created_by_a_reader_and_the_error_names_the_upgrade_command(db_url, tmp_path):
+    with pytest.raises(lifecycle.NoLedger, match=r"there is no ledger at .*create one with: lifecycle db upgrade --db "):
         lifecycle.connect(db_url, artifacts=tmp_path, create=False)
+    assert not (tmp_path / "ledger.db").exists()
     migrate.upgrade(make_engine(db_url))
     lifecycle.connect(db_url, artifacts=tmp_path, create=False)
 
