@@ -358,6 +358,7 @@ class Lifecycle:
 
     def cancel(self, request_id: str) -> Request:
         current = self.status(request_id)
+        request_id = current.id
         cancelled = self.ledger.cancel(request_id)
         if cancelled is None:
             raise RequestNotCancellable(f"request {request_id} is {current.status}; only queued requests can be "
@@ -374,6 +375,7 @@ class Lifecycle:
         provided the subject is told why within the first month.
         """
         req = self.status(request_id)
+        request_id = req.id
         validation.name(reason, "reason")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
         if req.kind != "forget":
@@ -394,7 +396,7 @@ class Lifecycle:
                requested_by: str | None = None) -> Request:
         """Erase free text (``reason``, ``requested_by``) from a request, e.g. a
         name someone typed into a reason. Audited; the audit chain still verifies."""
-        self.status(request_id)
+        request_id = self.status(request_id).id
         validation.name(why, "why")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
         unknown = set(fields) - set(REDACTABLE)
@@ -405,12 +407,21 @@ class Lifecycle:
     # ---- following requests ------------------------------------------------
 
     def status(self, request_id: str) -> Request:
+        """A request by its id, or by a unique prefix of it (at least 4 characters), as git takes commits."""
         if not isinstance(request_id, str):
             raise InvalidRequest(f"request id must be a string, not {type(request_id).__name__}")
         try:
             uuid.UUID(request_id)
         except ValueError:
-            raise UnknownRequest(f"no request with id {request_id!r} (request ids are UUIDs)") from None
+            if len(request_id) < 4 or any(c not in "0123456789abcdef-" for c in request_id.lower()):
+                raise UnknownRequest(f"no request with id {request_id!r} (request ids are UUIDs, or a unique "
+                                     "prefix of one of at least 4 characters)") from None
+            matches = self.ledger.request_ids_starting(request_id.lower(), limit=2)
+            if len(matches) > 1:
+                raise UnknownRequest(f"{request_id!r} is the start of several request ids; give more of it")
+            if not matches:
+                raise UnknownRequest(f"no request id starts with {request_id!r}")
+            request_id = matches[0]
         found = self.ledger.request(request_id)
         if found is None:
             raise UnknownRequest(f"no request with id {request_id!r}")
@@ -520,7 +531,7 @@ class Lifecycle:
     def certificate(self, request_id: str) -> dict[str, Any]:
         """The signed receipt of an applied forget: ``{"certificate": ..., "signature": ...}``."""
         req = self.status(request_id)
-        cert = self.ledger.certificate(request_id)
+        cert = self.ledger.certificate(req.id)
         if cert is None:
             raise NotReady(f"request {request_id} is a {req.kind} request in state {req.status}; certificates "
                            "exist for applied forget requests only")

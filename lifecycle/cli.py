@@ -304,13 +304,23 @@ def status(
     if as_json:
         print(json.dumps([asdict(r) | {"overdue": overdue(r)} for r in reqs], default=str, indent=2))
         return
-    table = Table("id", "model", "kind", "target", "status", "attempt", "received", "due", "version", "error")
+    # Whole ids, even at 80 columns or in a pipe: they are what every other command takes. Below 140
+    # columns one plain line per request (it greps, and nothing is cut); --json has every field.
+    lines = []
     for r in reqs:
         target = r.target.get("task") or (f"{len(r.target['samples'])} sample(s)" if "samples" in r.target else
-                                          "subject " + r.target.get("subject_hash", "")[:10])
-        due = _fmt_time(r.due_at) + (" OVERDUE" if overdue(r) else "")
-        table.add_row(r.id, r.model, r.kind, target, r.status, str(r.attempt), _fmt_time(r.received_at), due,
-                      "" if r.result_version is None else str(r.result_version), (r.error or "")[:80])
+                                          "subject " + r.target.get("subject_hash", "")[:8])
+        due = "" if r.due_at is None or r.done else f", due {r.due_at.strftime('%Y-%m-%d')}"
+        lines.append([r.id, r.model, r.status + (" OVERDUE" if overdue(r) else ""), f"{r.kind} {target}{due}",
+                      str(r.attempt), _fmt_time(r.received_at),
+                      "" if r.result_version is None else str(r.result_version), (r.error or "")[:80]])
+    if console.width < 140:
+        for line in lines:
+            print("  ".join(line[:4]) + (f"  v{line[6]}" if line[6] else "") + (f"  {line[7]}" if line[7] else ""))
+        return
+    table = Table("id", "model", "status", "request", "attempt", "received", "version", "error")
+    for line in lines:
+        table.add_row(*line)
     console.print(table)
 
 
@@ -343,6 +353,9 @@ def relapse(model: Optional[str] = typer.Option(None, help="Only this model."),
     summary = relapse_summary(_connect(db), model)
     if as_json:
         print(json.dumps(summary, indent=2))
+        return
+    if not any(m["forgotten_tasks"] for m in summary["models"]):
+        console.print("no forgotten task to watch, so no relapse finding" + (f" in model {model!r}" if model else ""))
         return
     for m in summary["models"]:
         table = Table("task", "forgotten at", "acc then", "acc now", "chance", "peak since", "relapsed",

@@ -64,6 +64,12 @@ def run_demo(db: str | None = None, *, width: int = 1024, console: Console | Non
         console.print(f"relapse findings: {len(lc.relapse('digits'))}")
     finally:
         service.stop()
+    console.print(f"\nThe ledger stays at {db}. Look at it with:\n"
+                  f"  lifecycle status --db {db}\n"
+                  f"  lifecycle history --model digits --db {db}\n"
+                  f"  lifecycle certificate show {alice.id[:8]} --db {db}\n"
+                  f"  lifecycle audit verify --db {db}\n"
+                  f"  lifecycle report --model digits --out reports --db {db}", highlight=False, soft_wrap=True)
     return lc
 
 

@@ -40,6 +40,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic announces its migration context on every schema check (each /healthz): not news
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 class LedgerCollector:

@@ -78,3 +78,21 @@ def test_a_busy_metrics_port_is_one_line(tmp_path):
 def test_version(tmp_path):
     done = run(["--version"], tmp_path)
     assert done.returncode == 0 and done.stdout.startswith("lifecycle ")
+
+
+def test_ids_are_whole_at_80_columns_and_a_unique_prefix_is_taken(tmp_path):
+    import lifecycle
+    from tests.data import digits_tasks, learn_task, make_model
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    lc = lifecycle.connect(url)
+    make_model(lc)
+    req = learn_task(lc, "digits", digits_tasks()[0])
+    listing = run(["status", "--db", url], tmp_path)
+    assert listing.returncode == 0 and listing.stdout.split()[0] == req.id, listing.stdout
+    one = run(["status", req.id[:8], "--db", url, "--json"], tmp_path)
+    assert one.returncode == 0 and req.id in one.stdout, one.stderr
+    short = run(["status", req.id[:2], "--db", url], tmp_path)
+    assert short.returncode == 2 and "error (UnknownRequest)" in short.stderr
+    quiet = run(["relapse", "--db", url], tmp_path)
+    assert quiet.returncode == 0 and "no relapse finding" in quiet.stdout
