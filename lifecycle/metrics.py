@@ -81,19 +81,15 @@ def forgetting(acc: np.ndarray, retained: np.ndarray, learned: np.ndarray) -> np
     purpose, or never learned) and for one trained by the last step itself,
     which Avalanche does not report either.
     """
-    from avalanche.evaluation.functional import forgetting as avalanche_forgetting
-
     acc, retained = np.asarray(acc, dtype=float), np.asarray(retained, dtype=bool)
     out = np.full(acc.shape[1], np.nan)
     if acc.size == 0:
         return out
     boundary = learned_at(learned)
     last = acc.shape[0] - 1
-    counted = retained[-1] & (boundary >= 0) & (boundary < last)
-    if counted.any():
-        # Avalanche needs a boundary for every column; the uncounted ones are dropped below.
-        matrix = avalanche_forgetting(acc, boundary_indices=np.where(boundary >= 0, boundary, 0).tolist())
-        out[counted] = matrix[-1, counted]
+    counted = np.flatnonzero(retained[-1] & (boundary >= 0) & (boundary < last))
+    # Avalanche's definition, written out so a report needs neither Avalanche nor torch
+    out[counted] = acc[boundary[counted], counted] - acc[last, counted]
     return out
 
 
@@ -105,9 +101,7 @@ def stream_forgetting(acc: np.ndarray, retained: np.ndarray, learned: np.ndarray
 
 def bwt(acc: np.ndarray, retained: np.ndarray, learned: np.ndarray) -> float:
     """Backward transfer: the negative of stream forgetting (Avalanche's StreamBWT)."""
-    from avalanche.evaluation.metrics.forgetting_bwt import forgetting_to_bwt
-
-    return forgetting_to_bwt(stream_forgetting(acc, retained, learned))
+    return -stream_forgetting(acc, retained, learned)
 
 
 # ---- unlearning metrics ------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -331,3 +332,23 @@ def test_the_report_renders_in_headless_chromium(chromium, monkeypatch, tmp_path
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shutil.copy(paths.html, artifacts / "relapse-report.html")
     print(f"report screenshot: {shot}")
+
+
+def test_a_report_imports_neither_torch_nor_avalanche(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    lc = lifecycle.connect(url)
+    make_model(lc)
+    for t in digits_tasks():
+        learn_task(lc, "digits", t)
+    lc.drain()
+    lc.forget("digits", task="2-3")
+    lc.drain()
+    code = ("import sys, lifecycle\n"
+            "from lifecycle.report import write_report\n"
+            f"write_report(lifecycle.connect({url!r}), 'digits', {str(tmp_path / 'out')!r})\n"
+            "print(sorted({n.split('.')[0] for n in sys.modules} & {'torch', 'avalanche'}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "out" / "digits.html").exists()
