@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from store.errors import ArtifactCorrupt, ArtifactMissing
-from store.files import write_durably
+from store.files import digest_path, write_durably
 
 
 def sha256(data: bytes) -> str:
@@ -19,9 +19,7 @@ class ArtifactStore:
         self.root = Path(root)
 
     def _path(self, digest: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
-        return self.root / digest[:2] / digest[2:]
+        return digest_path(self.root, digest)
 
     def put(self, data: bytes) -> str:
         digest = sha256(data)

@@ -20,3 +20,10 @@ def write_durably(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def digest_path(root: Path, digest: str) -> Path:
+    """Where a file named by its sha256 lives under ``root``: ``ab/cdef…``."""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return root / digest[:2] / digest[2:]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from store.errors import ArtifactMissing
-from store.files import write_durably
+from store.files import digest_path, write_durably
 
 KEY_BYTES = 32
 ZERO = bytes(KEY_BYTES)
@@ -27,9 +27,7 @@ class KeyStore:
         self.root = Path(root)
 
     def _path(self, digest: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"not a sha256 digest: {digest!r}")
-        return self.root / digest[:2] / digest[2:]
+        return digest_path(self.root, digest)
 
     def create(self, digest: str, keys: bytes) -> None:
         if len(keys) % KEY_BYTES:

@@ -485,6 +485,12 @@ class Ledger:
             found = s.execute(q).first()
             return _request(*found) if found else None
 
+    def request_ids_starting(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` request ids that start with ``prefix`` (the unique id index serves it)."""
+        with self._begin() as s:
+            return list(s.scalars(select(RequestRow.id).where(RequestRow.id >= prefix, RequestRow.id < prefix + "~")
+                                  .order_by(RequestRow.id).limit(limit)))
+
     def requests(self, model_id: int | None = None, statuses: Iterable[str] | None = None) -> list[rec.Request]:
         with self._begin() as s:
             q = select(RequestRow, ModelRow.name).join(ModelRow, ModelRow.id == RequestRow.model_id)
