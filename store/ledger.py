@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from store import audit, ledger_audit, row_digests
 from store import records as rec
 from store.errors import LeaseLost
-from store.records import APPLIED, CANCELLED, FAILED, QUEUED, REJECTED, RUNNING
+from store.records import APPLIED, CANCELLED, FAILED, QUEUED, RUNNING
 from store.schema import (
     CertificateRow,
     EvaluationRow,
