@@ -200,6 +200,7 @@ class EvaluationRow(Base):
 
 class RelapseFindingRow(Base):
     __tablename__ = "relapse_findings"
+    __table_args__ = (Index("ix_relapse_findings_model", "model_id", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
@@ -234,6 +235,7 @@ class TombstoneRow(Base):
 
 class CertificateRow(Base):
     __tablename__ = "certificates"
+    __table_args__ = (Index("ix_certificates_model", "model_id"),)  # an audit reads them per model
 
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
