@@ -76,7 +76,8 @@ def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = Non
     engine = open_engine(url, create=create)
     artifacts = Path(artifacts or default_artifacts(url))
     vault = Vault(ArtifactStore(artifacts), KeyStore(keys or default_keys(url, artifacts)))
-    return Lifecycle(Ledger(engine), vault, Signer(signing_key), IdKey(id_key))
+    ids = IdKey(id_key)
+    return Lifecycle(Ledger(engine, ids), vault, Signer(signing_key), ids)
 
 
 def _sqlite_file(url: str) -> str | None:

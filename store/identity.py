@@ -100,6 +100,11 @@ class IdKey:
     def subject(self, subject: str) -> str:
         return self._mac(b"subject", normalise(subject).encode())
 
+    def text(self, value: str | None) -> str | None:
+        """Free text (a request's reason) as the audit chain covers it: keyed, so a
+        short name typed into it cannot be found again by guessing once redacted."""
+        return None if value is None else self._mac(b"text", value.encode())
+
     def legacy_subject(self, salted_sha256: str) -> str:
         """A subject hash from before keyed identifiers (``sha256(salt:subject)``), keyed."""
         return self._mac(b"legacy-subject", salted_sha256.encode())

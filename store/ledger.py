@@ -32,6 +32,7 @@ from store.schema import (
     TombstoneRow,
 )
 from store.engine import session_factory
+from store.identity import IdKey
 
 PENDING, ACTIVE, FORGOTTEN = "pending", "active", "forgotten"
 
@@ -139,8 +140,9 @@ def _event(s: Session, model_id: int, request_id: str | None, kind: str, *, lock
 
 
 class Ledger:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, ids: IdKey | None = None) -> None:
         self.engine = engine
+        self.ids = ids or IdKey()  # keys the digests of free text in the audit chain
         self._sessions = session_factory(engine)
 
     def _begin(self):
@@ -363,7 +365,7 @@ class Ledger:
                 s.execute(insert(SampleRow), chunk)
             _event(s, model.id, row.id, "submitted", locked=locked, request_kind="learn", task=task,
                    n_samples=len(sample_ids), new_task=new_task, probe=probe_digest, payload=payload_digest,
-                   samples=row_digests.samples(rows), **_request_digests(row))
+                   samples=row_digests.samples(rows), **_request_digests(row, self.ids))
             return _request(row, model.name)
 
     def submit_forget(
@@ -398,7 +400,7 @@ class Ledger:
             s.add(row)
             s.flush()
             _event(s, model.id, row.id, "submitted", locked=locked, request_kind="forget", target=target,
-                   due_at=due_at.isoformat(), **_request_digests(row))
+                   due_at=due_at.isoformat(), **_request_digests(row, self.ids))
             return _request(row, model.name)
 
     def submit_retrain(self, model_id: int, *, units: Sequence[int], reason: str,
@@ -413,8 +415,8 @@ class Ledger:
                 RequestRow.model_id == model_id, RequestRow.kind == "retrain", RequestRow.status == QUEUED))
             if queued is not None:
                 return None
-            return _internal_request(s, locked, "retrain", {"units": sorted(int(u) for u in units)}, requested_by,
-                                     reason)
+            return _internal_request(s, self.ids, locked, "retrain", {"units": sorted(int(u) for u in units)},
+                                     requested_by, reason)
 
     def open_forget_overlapping(self, model_id: int, target: dict[str, Any]) -> str | None:
         """The id of a queued or running forget that names the same task or
@@ -652,7 +654,7 @@ class Ledger:
                       reason: str) -> rec.Request:
         """Queue a repair; it is claimed ahead of the model's other requests while the model is quarantined."""
         with self._begin() as s:
-            return _internal_request(s, _lock_model(s, model_id), "repair", target, requested_by, reason)
+            return _internal_request(s, self.ids, _lock_model(s, model_id), "repair", target, requested_by, reason)
 
     def open_repair(self, model_id: int) -> str | None:
         with self._begin() as s:
@@ -1096,7 +1098,8 @@ class Ledger:
                 found = audit.first_problem(model.name, chain, model.audit_seq, model.audit_head)
                 if found is None:
                     found, _ = ledger_audit.first_row_problem(
-                        model.name, [(r.kind, r.request_id, dict(r.detail)) for r in rows], _tables(s, model.id))
+                        model.name, [(r.kind, r.request_id, dict(r.detail)) for r in rows], _tables(s, model.id),
+                        self.ids.text)
                 if found is not None:
                     problems.append(found)
         return checked, problems
@@ -1171,8 +1174,8 @@ def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
     )
 
 
-def _internal_request(s: Session, locked: ModelRow, kind: str, target: dict[str, Any], requested_by: str | None,
-                      reason: str) -> rec.Request:
+def _internal_request(s: Session, ids: IdKey, locked: ModelRow, kind: str, target: dict[str, Any],
+                      requested_by: str | None, reason: str) -> rec.Request:
     """Queue a request the system files itself (retrain, repair); the model row is already locked."""
     row = RequestRow(
         id=str(uuid.uuid4()), model_id=locked.id, kind=kind, target=target,
@@ -1183,13 +1186,13 @@ def _internal_request(s: Session, locked: ModelRow, kind: str, target: dict[str,
     s.add(row)
     s.flush()
     _event(s, locked.id, row.id, "submitted", locked=locked, request_kind=kind, target=target, reason=reason,
-           **_request_digests(row))
+           **_request_digests(row, ids))
     return _request(row, locked.name)
 
 
-def _request_digests(row: RequestRow) -> dict[str, Any]:
+def _request_digests(row: RequestRow, ids: IdKey) -> dict[str, Any]:
     return {"request": row_digests.request(row),
-            "text": {"requested_by": row_digests.text(row.requested_by), "reason": row_digests.text(row.reason)}}
+            "text": {"requested_by": ids.text(row.requested_by), "reason": ids.text(row.reason)}}
 
 
 def _chunks(items: Sequence, size: int):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from store import row_digests
@@ -120,14 +121,15 @@ class _Replay:
 
 
 def first_row_problem(model: str, events: list[tuple[str, str | None, dict[str, Any]]],
-                      tables: Tables) -> tuple[RowProblem | None, int]:
+                      tables: Tables, text_digest) -> tuple[RowProblem | None, int]:
     """Replay ``events`` (kind, request id, detail) and compare every table:
-    the first disagreement, and how many rows predate row digests."""
+    the first disagreement, and how many rows predate row digests.
+    ``text_digest`` keys free text as the writer did (``IdKey.text``)."""
     replay = _Replay()
     for kind, request_id, detail in events:
         replay.apply(kind, request_id, detail)
     # tombstones before samples: which samples must be forgotten is read from them
-    checks = (_requests, _tombstones, _samples, _versions, _per_version("evaluations"),
+    checks = (partial(_requests, text_digest=text_digest), _tombstones, _samples, _versions, _per_version("evaluations"),
               _per_version("findings"), _certificates, _tasks)
     uncovered = sum(1 for r in replay.requests.values() if r.digest is None)
     for check in checks:
@@ -137,7 +139,7 @@ def first_row_problem(model: str, events: list[tuple[str, str | None, dict[str, 
     return None, uncovered
 
 
-def _requests(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+def _requests(model: str, replay: _Replay, t: Tables, text_digest) -> RowProblem | None:
     seen = set()
     for row in sorted(t.requests, key=lambda r: r["seq"]):
         rid = row["id"]
@@ -161,7 +163,7 @@ def _requests(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
             if name in req.redacted:
                 if row[name] is not None:
                     return RowProblem(model, "requests", where, f"{name} was redacted but holds text again")
-            elif row_digests.text(row[name]) != (req.text or {}).get(name):
+            elif text_digest(row[name]) != (req.text or {}).get(name):
                 return RowProblem(model, "requests", where, f"{name} differs from what was submitted")
         due = row["due_at"].isoformat() if row["due_at"] is not None else None
         if req.due_at is not None and due != req.due_at:

@@ -4,8 +4,8 @@ written and recomputed by ``store.ledger_audit`` from the tables as they are.
 Each covers what must never change after it is written; fields that change
 by design (a request's status, a sample's data pointer after a purge) are
 checked against the events that change them instead. Free text is covered by
-its own digest, so it can be redacted by an audited event without breaking
-the rest.
+its own keyed digest (``IdKey.text``), so it can be redacted by an audited
+event without breaking the rest, and not guessed back afterwards.
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ def _digest(value: Any) -> str:
 
 def _time(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
-
-
-def text(value: str | None) -> str | None:
-    return None if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
 def request(row) -> str:
