@@ -36,12 +36,11 @@ class CheckpointProblem:
 def write_checkpoint(ledger: Ledger, signer: Signer, folder: str | os.PathLike) -> Path:
     """Sign the current head of every model's chain into a new file in ``folder``."""
     now = dt.datetime.now(dt.timezone.utc)
-    body = {
-        "kind": KIND,
-        "at": now.isoformat(),
-        "heads": [{"model": m.name, "seq": seq, "hash": head}
-                  for m in ledger.models() for seq, head in [ledger.audit_head(m.id)]],
-    }
+    heads = []
+    for m in ledger.models():
+        seq, head = ledger.audit_head(m.id)
+        heads.append({"model": m.name, "seq": seq, "hash": head})
+    body = {"kind": KIND, "at": now.isoformat(), "heads": heads}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"checkpoint-{now.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
