@@ -19,9 +19,9 @@ import time
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from strategies import ForgetSet, TaskData
-from strategies.analytic import AnalyticConfig
-from strategies.analytic.model import AnalyticStrategy
+from lifecycle.strategies import ForgetSet, TaskData
+from lifecycle.strategies.analytic import AnalyticConfig
+from lifecycle.strategies.analytic.model import AnalyticStrategy
 
 N_FEATURES = 64
 N_CLASSES = 10

@@ -108,14 +108,14 @@ from sqlalchemy import event, func, select, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 import lifecycle  # noqa: E402
-import strategies  # noqa: E402
+from lifecycle import strategies  # noqa: E402
 from lifecycle import certificates  # noqa: E402
-from store import ledger as ledger_module  # noqa: E402
-from store import audit as audit_module  # noqa: E402
-from store import ledger_audit, row_digests  # noqa: E402
-from store.ledger import utcnow  # noqa: E402
-from store.records import APPLIED, FAILED, REJECTED, Evaluation, StepOutcome, StepResult  # noqa: E402
-from store.schema import (  # noqa: E402
+from lifecycle.store import ledger as ledger_module  # noqa: E402
+from lifecycle.store import audit as audit_module  # noqa: E402
+from lifecycle.store import ledger_audit, row_digests  # noqa: E402
+from lifecycle.store.ledger import utcnow  # noqa: E402
+from lifecycle.store.records import APPLIED, FAILED, REJECTED, Evaluation, StepOutcome, StepResult  # noqa: E402
+from lifecycle.store.schema import (  # noqa: E402
     CertificateRow,
     EvaluationRow,
     EventRow,

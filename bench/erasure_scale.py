@@ -108,13 +108,13 @@ from lifecycle.errors import LifecycleError  # noqa: E402
 from lifecycle.signing import Signer  # noqa: E402
 from lifecycle.vault import Vault  # noqa: E402
 from lifecycle.worker import Worker  # noqa: E402
-from store.artifacts import ArtifactStore  # noqa: E402
-from store.engine import open_engine  # noqa: E402
-from store.errors import ArtifactMissing  # noqa: E402
-from store.identity import IdKey, normalise  # noqa: E402
-from store.keystore import KeyStore  # noqa: E402
-from store.ledger import Ledger  # noqa: E402
-from store.schema import EventRow, ModelVersionRow, RequestRow, SampleRow, TombstoneRow  # noqa: E402
+from lifecycle.store.artifacts import ArtifactStore  # noqa: E402
+from lifecycle.migrations.migrate import open_engine  # noqa: E402
+from lifecycle.store.errors import ArtifactMissing  # noqa: E402
+from lifecycle.store.identity import IdKey, normalise  # noqa: E402
+from lifecycle.store.keystore import KeyStore  # noqa: E402
+from lifecycle.store.ledger import Ledger  # noqa: E402
+from lifecycle.store.schema import EventRow, ModelVersionRow, RequestRow, SampleRow, TombstoneRow  # noqa: E402
 from tests.postgres import PostgresServer, find_bin  # noqa: E402
 
 MODEL = "erasure"

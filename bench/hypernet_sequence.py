@@ -47,9 +47,9 @@ import torch
 import lifecycle
 from lifecycle.datasets import permuted_mnist5k, split_digits
 from lifecycle.relapse import end_of_run_relapse, relapse, spill
-from strategies import ForgetSet, TaskData
-from strategies.hypernet import HypernetConfig
-from strategies.hypernet.model import HypernetStrategy
+from lifecycle.strategies import ForgetSet, TaskData
+from lifecycle.strategies.hypernet import HypernetConfig
+from lifecycle.strategies.hypernet.model import HypernetStrategy
 
 SEQUENCES = {
     # name: (stream, number of tasks, operations)

@@ -28,10 +28,10 @@ import time
 import numpy as np
 import torch
 
-import strategies
+from lifecycle import strategies
 from lifecycle.datasets import StreamTask, split_digits
-from strategies import ForgetSet, TaskData
-from strategies.olora.detector import roc_auc
+from lifecycle.strategies import ForgetSet, TaskData
+from lifecycle.strategies.olora.detector import roc_auc
 
 SEQUENCE = "L0 L1 L2 U1 L3 U0 L4"
 RELEARN_STEPS = (0, 3, 5, 10, 15, 20, 30, 50)

@@ -32,7 +32,7 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 
 import lifecycle
-from store.records import REJECTED, StepResult
+from lifecycle.store.records import REJECTED, StepResult
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]

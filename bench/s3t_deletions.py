@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from strategies import ForgetSet, TaskData
-from strategies.s3t.book import slot_hash
-from strategies.s3t.capacity import (
+from lifecycle.strategies import ForgetSet, TaskData
+from lifecycle.strategies.s3t.book import slot_hash
+from lifecycle.strategies.s3t.capacity import (
     expected_first_retrain,
     expected_outage,
     measure_capacity,
@@ -28,8 +28,8 @@ from strategies.s3t.capacity import (
     sisa_cost_per_deletion,
     template_book,
 )
-from strategies.s3t.config import S3TConfig
-from strategies.s3t.model import S3TStrategy
+from lifecycle.strategies.s3t.config import S3TConfig
+from lifecycle.strategies.s3t.model import S3TStrategy
 
 M, L = 5, 6
 
@@ -193,7 +193,7 @@ def accuracy_section(name: str, epochs: int, mlp_epochs: int, acc_streams: int) 
             break
     row_of = {s: i for i, s in enumerate(ids)}
     if not plans:  # no shard died on this stream: retrain shard 0 anyway, for the timing
-        from strategies import RetrainPlan
+        from lifecycle.strategies import RetrainPlan
 
         plans = [RetrainPlan(0, tuple(model.book.live_ids(0)))]
     plan = plans[0]

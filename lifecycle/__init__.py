@@ -9,7 +9,7 @@
 from lifecycle.api import Lifecycle, Step, connect
 from lifecycle.errors import *  # noqa: F403 (the typed errors are part of the API)
 from lifecycle.errors import __all__ as _errors
-from store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
+from lifecycle.store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
 
 __all__ = ["Evaluation", "Lifecycle", "Model", "ModelVersion", "RelapseFinding", "Request", "Step", "Task",
            "connect", *_errors]

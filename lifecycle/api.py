@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-import strategies
+from lifecycle import strategies
 from lifecycle import purge, validation
 from lifecycle.signing import Signer
 from lifecycle.vault import Vault
@@ -39,13 +39,14 @@ from lifecycle.errors import (
     UnknownTask,
     UnsupportedForgetUnit,
 )
-from store.artifacts import ArtifactStore
-from store.errors import ArtifactCorrupt, ArtifactMissing
-from store.engine import ledger_url, open_engine
-from store.identity import IdKey
-from store.keystore import KeyStore
-from store.ledger import Ledger, utcnow
-from store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
+from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing
+from lifecycle.migrations.migrate import open_engine
+from lifecycle.store.engine import ledger_url
+from lifecycle.store.identity import IdKey
+from lifecycle.store.keystore import KeyStore
+from lifecycle.store.ledger import Ledger, utcnow
+from lifecycle.store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
 
 DEFAULT_URL = "sqlite:///lifecycle.db"
 PROBE_POLICIES = ("keep", "purge")

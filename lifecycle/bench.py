@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-import strategies as registry
+from lifecycle import strategies as registry
 from lifecycle import metrics, mia
 from lifecycle.datasets import StreamTask, permuted_mnist5k, split_digits
 from lifecycle.report import figure_png, jsonable

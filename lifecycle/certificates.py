@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.records import Claim, Evaluation
+from lifecycle.store.records import Claim, Evaluation
 
-from strategies.base import Tags
+from lifecycle.strategies.base import Tags
 
 
 def build(

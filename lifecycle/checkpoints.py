@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.signing import InvalidCertificate, Signer, loads, verify
-from store.ledger import Ledger
+from lifecycle.store.ledger import Ledger
 
 KIND = "lifecycle.audit-checkpoint/1"
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lifecycle.errors import LifecycleError
-from store.errors import LedgerError
+from lifecycle.store.errors import LedgerError
 
 app = typer.Typer(help="lifecycle: continual learn/unlearn lifecycle manager.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -50,7 +50,7 @@ ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default:
 
 def _url(db: Optional[str]) -> str:
     from lifecycle.api import DEFAULT_URL
-    from store.engine import ledger_url
+    from lifecycle.store.engine import ledger_url
 
     return ledger_url(db or os.environ.get("LIFECYCLE_DB", DEFAULT_URL))
 
@@ -69,8 +69,8 @@ def _fmt_time(value: Optional[dt.datetime]) -> str:
 def db_upgrade(db: Optional[str] = DbOpt, revision: str = typer.Option("head", help="Target revision."),
                artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt):
     """Create or upgrade the ledger schema; encrypt artifacts stored in clear by older versions."""
-    from store import migrate
-    from store.engine import reachable_engine
+    from lifecycle.migrations import migrate
+    from lifecycle.store.engine import reachable_engine
 
     engine = reachable_engine(_url(db))
     before = migrate.current_revision(engine)

@@ -1,6 +1,6 @@
 """Typed errors of the public API. Each names the problem in its message."""
 
-from store.errors import (
+from lifecycle.store.errors import (
     ArtifactCorrupt,
     ArtifactMissing,
     BadLedgerUrl,

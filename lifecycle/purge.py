@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lifecycle.vault import Vault
-from store.ledger import Ledger
+from lifecycle.store.ledger import Ledger
 
 log = logging.getLogger("lifecycle.purge")
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-import strategies
+from lifecycle import strategies
 from lifecycle import metrics
 from lifecycle.api import Lifecycle
-from store.ledger import utcnow
-from store.records import APPLIED, FAILED, QUEUED, REJECTED, RUNNING, Request
+from lifecycle.store.ledger import utcnow
+from lifecycle.store.records import APPLIED, FAILED, QUEUED, REJECTED, RUNNING, Request
 
 # A ledger can hold many thousands of requests; the page lists the latest ones
 # and the JSON keeps them all.

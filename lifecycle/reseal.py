@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from lifecycle import arrays
 from lifecycle.vault import Vault
-from store.identity import IdKey
-from store.ledger import Ledger
+from lifecycle.store.identity import IdKey
+from lifecycle.store.ledger import Ledger
 
 
 def reseal_legacy(ledger: Ledger, vault: Vault, ids: IdKey) -> int:

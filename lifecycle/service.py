@@ -28,7 +28,7 @@ from lifecycle.errors import InvalidConfig
 from lifecycle.summary import relapse_summary
 from lifecycle.telemetry import Telemetry
 from lifecycle.worker import Worker
-from store.errors import LeaseLost
+from lifecycle.store.errors import LeaseLost
 
 log = logging.getLogger("lifecycle.service")
 
@@ -136,7 +136,7 @@ class Service:
         A report that fails is logged and skipped: reports never stop the service.
         """
         from lifecycle.report import file_stem, write_report
-        from store.ledger import utcnow
+        from lifecycle.store.ledger import utcnow
 
         written = []
         stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")

@@ -19,9 +19,9 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from store.artifacts import ArtifactStore, sha256
-from store.errors import ArtifactCorrupt
-from store.keystore import KEY_BYTES, ZERO, KeyStore
+from lifecycle.store.artifacts import ArtifactStore, sha256
+from lifecycle.store.errors import ArtifactCorrupt
+from lifecycle.store.keystore import KEY_BYTES, ZERO, KeyStore
 
 ROWS = b"LCR1"
 BLOB = b"LCB1"

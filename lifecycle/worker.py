@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-import strategies
+from lifecycle import strategies
 from lifecycle import arrays, certificates, checkpoints, mia, purge
 from lifecycle import relapse as relapse_check
 from lifecycle.api import Lifecycle
 from lifecycle.vault import Erased, Vault
-from store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
-from store.ledger import utcnow
-from store.records import (
+from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
+from lifecycle.store.ledger import utcnow
+from lifecycle.store.records import (
     APPLIED,
     FAILED,
     REJECTED,

@@ -6,8 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from store.errors import ArtifactCorrupt, ArtifactMissing
-from store.files import digest_path, write_durably
+from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing
+from lifecycle.store.files import digest_path, write_durably
 
 
 def sha256(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Opening a ledger database: engines tuned per backend, schema checks."""
+"""Reaching a ledger database: URLs from what users type, engines tuned per backend."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from store import migrate
-from store.errors import BadLedgerUrl, LedgerUnreachable, NoLedger
+from lifecycle.store.errors import BadLedgerUrl, LedgerUnreachable, NoLedger
 
 EXAMPLES = "e.g. ledger.db, sqlite:///ledger.db, sqlite:////abs/path/ledger.db or postgresql+psycopg://user@host/db"
 
@@ -51,21 +50,6 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-
-
-def open_engine(url: str, *, create: bool = True) -> Engine:
-    """Open ``url``; create the schema on an empty database (when ``create``),
-    refuse an old one. Without ``create`` nothing is ever created: a command
-    that only reads must not leave an empty ledger behind a typo."""
-    engine = reachable_engine(url, create=create)
-    shown = engine.url.render_as_string(hide_password=True)
-    if migrate.is_empty(engine):
-        if not create:
-            raise NoLedger(f"there is no ledger at {shown} (the database has no tables); create one with: "
-                           f"lifecycle db upgrade --db {shown}")
-        migrate.upgrade(engine)
-    migrate.check_at_head(engine, shown)
-    return engine
 
 
 def reachable_engine(url: str, *, create: bool = True) -> Engine:

@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from store.errors import ArtifactMissing
-from store.files import digest_path, write_durably
+from lifecycle.store.errors import ArtifactMissing
+from lifecycle.store.files import digest_path, write_durably
 
 KEY_BYTES = 32
 ZERO = bytes(KEY_BYTES)

@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import Engine, case, delete, exists, func, insert, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
-from store import audit, ledger_audit, row_digests
-from store import records as rec
-from store.errors import LeaseLost
-from store.records import APPLIED, CANCELLED, FAILED, QUEUED, RUNNING
-from store.schema import (
+from lifecycle.store import audit, ledger_audit, row_digests
+from lifecycle.store import records as rec
+from lifecycle.store.errors import LeaseLost
+from lifecycle.store.records import APPLIED, CANCELLED, FAILED, QUEUED, RUNNING
+from lifecycle.store.schema import (
     CertificateRow,
     EvaluationRow,
     EventRow,
@@ -31,8 +31,8 @@ from store.schema import (
     TaskRow,
     TombstoneRow,
 )
-from store.engine import session_factory
-from store.identity import IdKey
+from lifecycle.store.engine import session_factory
+from lifecycle.store.identity import IdKey
 
 PENDING, ACTIVE, FORGOTTEN = "pending", "active", "forgotten"
 

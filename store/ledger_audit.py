@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from store import row_digests
+from lifecycle.store import row_digests
 
 
 @dataclass(frozen=True)

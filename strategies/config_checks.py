@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from strategies.base import StrategyConfigError
+from lifecycle.strategies.base import StrategyConfigError
 
 
 def is_int(value) -> bool:

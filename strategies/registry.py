@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from strategies.base import Strategy, Tags, config_from_dict
+from lifecycle.strategies.base import Strategy, Tags, config_from_dict
 
 
 class UnknownStrategy(KeyError):

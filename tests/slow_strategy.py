@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import strategies
-from strategies.analytic import TAGS
-from strategies.analytic.config import AnalyticConfig
-from strategies.analytic.model import AnalyticStrategy
-from strategies.registry import StrategySpec
+from lifecycle import strategies
+from lifecycle.strategies.analytic import TAGS
+from lifecycle.strategies.analytic.config import AnalyticConfig
+from lifecycle.strategies.analytic.model import AnalyticStrategy
+from lifecycle.strategies.registry import StrategySpec
 
 
 @dataclass(frozen=True)

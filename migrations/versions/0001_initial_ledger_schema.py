@@ -6,7 +6,7 @@ Create Date: 2026-11-24 13:33:24.765797
 """
 from alembic import op
 import sqlalchemy as sa
-import store.schema
+from lifecycle.store import schema
 
 
 revision = '0001'
@@ -26,7 +26,7 @@ def upgrade() -> None:
     sa.Column('relapse_threshold', sa.Float(), nullable=False),
     sa.Column('forget_due_days', sa.Float(), nullable=False),
     sa.Column('subject_salt', sa.String(length=64), nullable=False),
-    sa.Column('created_at', store.schema.UTCDateTime(), nullable=False),
+    sa.Column('created_at', schema.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_models')),
     sa.UniqueConstraint('name', name=op.f('uq_models_name'))
     )
@@ -36,7 +36,7 @@ def upgrade() -> None:
     sa.Column('request_id', sa.String(length=36), nullable=True),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=False),
-    sa.Column('at', store.schema.UTCDateTime(), nullable=False),
+    sa.Column('at', schema.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_events_model_id_models')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_events'))
     )
@@ -54,14 +54,14 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('requested_by', sa.String(length=200), nullable=True),
     sa.Column('reason', sa.Text(), nullable=True),
-    sa.Column('received_at', store.schema.UTCDateTime(), nullable=False),
-    sa.Column('due_at', store.schema.UTCDateTime(), nullable=True),
+    sa.Column('received_at', schema.UTCDateTime(), nullable=False),
+    sa.Column('due_at', schema.UTCDateTime(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
-    sa.Column('lease_expires_at', store.schema.UTCDateTime(), nullable=True),
-    sa.Column('started_at', store.schema.UTCDateTime(), nullable=True),
-    sa.Column('finished_at', store.schema.UTCDateTime(), nullable=True),
+    sa.Column('lease_expires_at', schema.UTCDateTime(), nullable=True),
+    sa.Column('started_at', schema.UTCDateTime(), nullable=True),
+    sa.Column('finished_at', schema.UTCDateTime(), nullable=True),
     sa.Column('step_seconds', sa.Float(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('result_version', sa.Integer(), nullable=True),
@@ -91,7 +91,7 @@ def upgrade() -> None:
     sa.Column('request_id', sa.String(length=36), nullable=False),
     sa.Column('model_id', sa.Integer(), nullable=False),
     sa.Column('body', sa.JSON(), nullable=False),
-    sa.Column('created_at', store.schema.UTCDateTime(), nullable=False),
+    sa.Column('created_at', schema.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_certificates_model_id_models')),
     sa.ForeignKeyConstraint(['request_id'], ['requests.id'], name=op.f('fk_certificates_request_id_requests')),
     sa.PrimaryKeyConstraint('request_id', name=op.f('pk_certificates'))
@@ -117,7 +117,7 @@ def upgrade() -> None:
     sa.Column('request_id', sa.String(length=36), nullable=False),
     sa.Column('artifact_digest', sa.String(length=64), nullable=False),
     sa.Column('state_purged', sa.Boolean(), nullable=False),
-    sa.Column('created_at', store.schema.UTCDateTime(), nullable=False),
+    sa.Column('created_at', schema.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_model_versions_model_id_models')),
     sa.ForeignKeyConstraint(['request_id'], ['requests.id'], name=op.f('fk_model_versions_request_id_requests')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_model_versions')),
@@ -136,7 +136,7 @@ def upgrade() -> None:
     sa.Column('relapse', sa.Float(), nullable=False),
     sa.Column('threshold', sa.Float(), nullable=False),
     sa.Column('peak_since_forget', sa.Float(), nullable=False),
-    sa.Column('created_at', store.schema.UTCDateTime(), nullable=False),
+    sa.Column('created_at', schema.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_relapse_findings_model_id_models')),
     sa.ForeignKeyConstraint(['task_id'], ['tasks.id'], name=op.f('fk_relapse_findings_task_id_tasks')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_relapse_findings'))
@@ -167,7 +167,7 @@ def upgrade() -> None:
     sa.Column('sample_id', sa.String(length=200), nullable=False),
     sa.Column('subject_hash', sa.String(length=64), nullable=True),
     sa.Column('request_id', sa.String(length=36), nullable=False),
-    sa.Column('created_at', store.schema.UTCDateTime(), nullable=False),
+    sa.Column('created_at', schema.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['models.id'], name=op.f('fk_tombstones_model_id_models')),
     sa.ForeignKeyConstraint(['request_id'], ['requests.id'], name=op.f('fk_tombstones_request_id_requests')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tombstones')),

@@ -7,8 +7,8 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-import store.schema
-from store import audit
+from lifecycle.store import schema
+from lifecycle.store import audit
 
 revision = "0002"
 down_revision = "0001"
@@ -30,7 +30,7 @@ def upgrade() -> None:
                       sa.column("audit_head", sa.String))
     events = sa.table("events", sa.column("id", sa.Integer), sa.column("model_id", sa.Integer),
                       sa.column("request_id", sa.String), sa.column("kind", sa.String),
-                      sa.column("detail", sa.JSON), sa.column("at", store.schema.UTCDateTime()),
+                      sa.column("detail", sa.JSON), sa.column("at", schema.UTCDateTime()),
                       sa.column("seq", sa.Integer), sa.column("prev_hash", sa.String), sa.column("hash", sa.String))
     conn = op.get_bind()
     for (model_id,) in conn.execute(sa.select(models.c.id)).all():

@@ -7,7 +7,7 @@ Create Date: 2026-11-24
 import sqlalchemy as sa
 from alembic import op
 
-import store.schema
+from lifecycle.store import schema
 
 revision = "0003"
 down_revision = "0002"
@@ -21,7 +21,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("model_id", sa.Integer(), nullable=False),
         sa.Column("model_version", sa.Integer(), nullable=False),
-        sa.Column("written_at", store.schema.UTCDateTime(), nullable=False),
+        sa.Column("written_at", schema.UTCDateTime(), nullable=False),
         sa.Column("html_path", sa.String(length=1000), nullable=False),
         sa.Column("html_sha256", sa.String(length=64), nullable=False),
         sa.Column("json_sha256", sa.String(length=64), nullable=False),

@@ -17,8 +17,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-from store import audit
-from store.identity import IdKey
+from lifecycle.store import audit
+from lifecycle.store.identity import IdKey
 
 revision = "0006"
 down_revision = "0005"

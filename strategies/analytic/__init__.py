@@ -6,9 +6,9 @@ whose float64 sufficient statistics are the source of truth.
 
 from __future__ import annotations
 
-from strategies.analytic.config import AnalyticConfig
-from strategies.base import Tags
-from strategies.registry import StrategySpec
+from lifecycle.strategies.analytic.config import AnalyticConfig
+from lifecycle.strategies.base import Tags
+from lifecycle.strategies.registry import StrategySpec
 
 TAGS = Tags(forget_unit="sample", exactness="exact", forget_needs="forget data", needs_task_id=False)
 
@@ -16,7 +16,7 @@ SPEC = StrategySpec(
     name="analytic",
     config_class=AnalyticConfig,
     tags=TAGS,
-    implementation="strategies.analytic.model:AnalyticStrategy",
+    implementation="lifecycle.strategies.analytic.model:AnalyticStrategy",
 )
 
 __all__ = ["AnalyticConfig", "SPEC", "TAGS"]

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import blas, cho_factor, cho_solve, lapack
 
-from strategies.analytic import TAGS
-from strategies.analytic.config import AnalyticConfig
-from strategies.base import ForgetSet, Strategy, TaskData
+from lifecycle.strategies.analytic import TAGS
+from lifecycle.strategies.analytic.config import AnalyticConfig
+from lifecycle.strategies.base import ForgetSet, Strategy, TaskData
 
 # Bounds the feature matrix built at predict time (rows x width float64).
 _PREDICT_CHUNK = 8192

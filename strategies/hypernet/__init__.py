@@ -8,9 +8,9 @@ the remaining tasks are held in place.
 
 from __future__ import annotations
 
-from strategies.base import Tags
-from strategies.hypernet.config import HypernetConfig
-from strategies.registry import StrategySpec
+from lifecycle.strategies.base import Tags
+from lifecycle.strategies.hypernet.config import HypernetConfig
+from lifecycle.strategies.registry import StrategySpec
 
 TAGS = Tags(forget_unit="task", exactness="approximate", forget_needs="nothing", needs_task_id=True)
 
@@ -18,7 +18,7 @@ SPEC = StrategySpec(
     name="hypernet",
     config_class=HypernetConfig,
     tags=TAGS,
-    implementation="strategies.hypernet.model:HypernetStrategy",
+    implementation="lifecycle.strategies.hypernet.model:HypernetStrategy",
 )
 
 __all__ = ["HypernetConfig", "SPEC", "TAGS"]

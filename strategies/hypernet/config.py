@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.base import StrategyConfigError
-from strategies.config_checks import is_int, is_number, positive_int, positive_number, seed_and_device, widths
+from lifecycle.strategies.base import StrategyConfigError
+from lifecycle.strategies.config_checks import is_int, is_number, positive_int, positive_number, seed_and_device, widths
 
 # Adam at lr 1e-3 needs 35-40 steps to collapse a task on a full hypernetwork
 # and 50-70 on a chunked one (hypernet-feasibility.md, section 5); with fewer,

@@ -32,9 +32,9 @@ import torch
 from hypnettorch.hnets import HMLP, ChunkedHMLP
 from hypnettorch.mnets import MLP, LeNet
 
-from strategies.base import ForgetSet, Strategy, TaskData
-from strategies.hypernet import TAGS
-from strategies.hypernet.config import HypernetConfig
+from lifecycle.strategies.base import ForgetSet, Strategy, TaskData
+from lifecycle.strategies.hypernet import TAGS
+from lifecycle.strategies.hypernet.config import HypernetConfig
 
 # hypnettorch's small LeNet is laid out for 28x28 single-channel images.
 _CNN_FEATURES = 28 * 28

@@ -9,9 +9,9 @@ gets. The knowledge stays in the weights: forgetting here is suppression.
 
 from __future__ import annotations
 
-from strategies.base import Tags
-from strategies.olora.config import OloraConfig
-from strategies.registry import StrategySpec
+from lifecycle.strategies.base import Tags
+from lifecycle.strategies.olora.config import OloraConfig
+from lifecycle.strategies.registry import StrategySpec
 
 TAGS = Tags(forget_unit="task", exactness="suppression", forget_needs="forget data", needs_task_id=False)
 
@@ -25,7 +25,7 @@ SPEC = StrategySpec(
     name="olora",
     config_class=OloraConfig,
     tags=TAGS,
-    implementation="strategies.olora.model:OloraStrategy",
+    implementation="lifecycle.strategies.olora.model:OloraStrategy",
     sample_forget_refusal=SAMPLE_FORGET_REFUSAL,
 )
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from strategies.base import StrategyConfigError
-from strategies.config_checks import is_int, is_number, positive_int, positive_number, seed_and_device, widths
+from lifecycle.strategies.base import StrategyConfigError
+from lifecycle.strategies.config_checks import is_int, is_number, positive_int, positive_number, seed_and_device, widths
 
 
 @dataclass(frozen=True)

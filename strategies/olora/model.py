@@ -37,10 +37,10 @@ import math
 import numpy as np
 import torch
 
-from strategies.base import ForgetSet, Strategy, TaskData
-from strategies.olora import TAGS
-from strategies.olora.config import OloraConfig
-from strategies.olora.detector import Detector, _sigmoid, fit_detector
+from lifecycle.strategies.base import ForgetSet, Strategy, TaskData
+from lifecycle.strategies.olora import TAGS
+from lifecycle.strategies.olora.config import OloraConfig
+from lifecycle.strategies.olora.detector import Detector, _sigmoid, fit_detector
 
 _PREDICT_CHUNK = 4096
 

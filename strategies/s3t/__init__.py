@@ -7,9 +7,9 @@ it, and a shard left without a usable sequence is retrained in the background.
 
 from __future__ import annotations
 
-from strategies.base import Tags
-from strategies.registry import StrategySpec
-from strategies.s3t.config import S3TConfig
+from lifecycle.strategies.base import Tags
+from lifecycle.strategies.registry import StrategySpec
+from lifecycle.strategies.s3t.config import S3TConfig
 
 TAGS = Tags(forget_unit="sample", exactness="exact", forget_needs="ids only", needs_task_id=False)
 
@@ -17,7 +17,7 @@ SPEC = StrategySpec(
     name="s3t",
     config_class=S3TConfig,
     tags=TAGS,
-    implementation="strategies.s3t.model:S3TStrategy",
+    implementation="lifecycle.strategies.s3t.model:S3TStrategy",
 )
 
 __all__ = ["S3TConfig", "SPEC", "TAGS"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strategies.s3t.book import Book
+from lifecycle.strategies.s3t.book import Book
 
 
 def harmonic(n: int) -> float:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.base import StrategyConfigError
+from lifecycle.strategies.base import StrategyConfigError
 
 SELECTIONS = ("cyclic", "bms")
 BASES = ("random", "mnist", "digits")

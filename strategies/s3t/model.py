@@ -34,11 +34,11 @@ import time
 import numpy as np
 import torch
 
-from strategies.base import ForgetSet, RetrainPlan, Strategy, TaskData
-from strategies.s3t import TAGS
-from strategies.s3t.book import Book, ids_digest
-from strategies.s3t.config import S3TConfig
-from strategies.s3t.net import BLOCK_KEYS, apply_block, head_logits, make_base, stage_seed, train_stage
+from lifecycle.strategies.base import ForgetSet, RetrainPlan, Strategy, TaskData
+from lifecycle.strategies.s3t import TAGS
+from lifecycle.strategies.s3t.book import Book, ids_digest
+from lifecycle.strategies.s3t.config import S3TConfig
+from lifecycle.strategies.s3t.net import BLOCK_KEYS, apply_block, head_logits, make_base, stage_seed, train_stage
 
 
 class S3TStrategy(Strategy):

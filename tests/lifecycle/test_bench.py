@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-import strategies
+from lifecycle import strategies
 from lifecycle.bench import Op, parse_sequence, role_masks, run_bench
 
 

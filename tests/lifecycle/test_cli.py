@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import lifecycle
 from lifecycle.cli import app
-from store import migrate
+from lifecycle.migrations import migrate
 from tests.data import digits_tasks, learn_task, make_model
 
 REPO = Path(__file__).resolve().parents[2]

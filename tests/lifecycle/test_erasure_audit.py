@@ -46,12 +46,12 @@ import lifecycle
 from lifecycle import purge
 from lifecycle.vault import Erased, Vault
 from lifecycle.worker import Worker
-from store.artifacts import ArtifactStore
-from store.errors import ArtifactMissing
-from store.ledger import utcnow
-from store.records import Request
-from store.schema import ModelRow
-from strategies.analytic.model import AnalyticStrategy
+from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.errors import ArtifactMissing
+from lifecycle.store.ledger import utcnow
+from lifecycle.store.records import Request
+from lifecycle.store.schema import ModelRow
+from lifecycle.strategies.analytic.model import AnalyticStrategy
 from tests.data import digits_tasks, make_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -370,7 +370,7 @@ KILLED_IN_PURGE = r"""
 import os, signal, sys
 import lifecycle
 from lifecycle.worker import Worker
-from store.ledger import Ledger
+from lifecycle.store.ledger import Ledger
 
 def killed(ledger, plan):
     # the plan's keys are destroyed by now; the ledger is yet to record it

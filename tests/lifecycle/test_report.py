@@ -172,7 +172,7 @@ def relapse_scenario(lc, monkeypatch) -> dict:
     erase = lc.forget("digits", subject="alice")
     lc.drain()
 
-    from strategies.analytic.model import AnalyticStrategy
+    from lifecycle.strategies.analytic.model import AnalyticStrategy
 
     def out_of_memory(self, data):
         raise RuntimeError("out of memory (simulated)")

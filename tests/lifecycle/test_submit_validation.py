@@ -185,9 +185,9 @@ def test_idempotency_key_returns_the_original_or_refuses_a_different_payload(lc)
 
 
 def test_task_level_strategy_rejects_sample_forgets_at_submit(lc):
-    import strategies
-    from strategies.base import Tags
-    from strategies.registry import StrategySpec
+    from lifecycle import strategies
+    from lifecycle.strategies.base import Tags
+    from lifecycle.strategies.registry import StrategySpec
 
     spec = strategies.get("analytic")
     strategies.register(StrategySpec("task_only_test", spec.config_class,

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 import lifecycle
 import tests.slow_strategy  # noqa: F401 (registers leaky_gate)
 from lifecycle import checkpoints
-from store import audit
-from store.records import StepResult
-from store.schema import (
+from lifecycle.store import audit
+from lifecycle.store.records import StepResult
+from lifecycle.store.schema import (
     CertificateRow,
     EvaluationRow,
     EventRow,

@@ -8,7 +8,7 @@ import pytest
 import lifecycle
 from lifecycle.vault import Erased
 from lifecycle.worker import Worker
-from store.records import Claim
+from lifecycle.store.records import Claim
 from tests.data import accuracy_of, alternating_subjects, digits_tasks, learn_task, make_model
 
 
@@ -126,7 +126,7 @@ def test_a_failing_step_fails_the_request_and_the_queue_moves_on(lc, monkeypatch
     lc.drain()
     bad = learn_task(lc, "digits", t1)
     good = lc.forget("digits", samples=["0-1/0"])
-    from strategies.analytic.model import AnalyticStrategy
+    from lifecycle.strategies.analytic.model import AnalyticStrategy
 
     original = AnalyticStrategy.learn
 
@@ -237,7 +237,7 @@ def test_a_worker_batch_applies_several_models_and_commits_them_together(lc):
 
 
 def test_a_batch_mixes_applied_and_failed_steps(lc, monkeypatch):
-    from strategies.analytic.model import AnalyticStrategy
+    from lifecycle.strategies.analytic.model import AnalyticStrategy
 
     make_model(lc, "a")
     make_model(lc, "b", width=64)

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 import lifecycle
 from lifecycle.cli import app
-from store import audit, migrate
-from store.engine import make_engine
+from lifecycle.migrations import migrate
+from lifecycle.store import audit
+from lifecycle.store.engine import make_engine
 from tests.data import digits_tasks, learn_task, make_model
 
 runner = CliRunner()

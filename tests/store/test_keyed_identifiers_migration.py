@@ -12,12 +12,13 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 import lifecycle
-import strategies
+from lifecycle import strategies
 from lifecycle import arrays
 from lifecycle.cli import app
-from store import audit, migrate
-from store.artifacts import ArtifactStore
-from store.engine import make_engine
+from lifecycle.migrations import migrate
+from lifecycle.store import audit
+from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.engine import make_engine
 
 AT = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
 

@@ -5,11 +5,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 import lifecycle
-from store import migrate
-from store.artifacts import ArtifactStore
-from store.engine import make_engine
-from store.errors import ArtifactCorrupt, ArtifactMissing, SchemaOutOfDate
-from store.schema import Base
+from lifecycle.migrations import migrate
+from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.engine import make_engine
+from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, SchemaOutOfDate
+from lifecycle.store.schema import Base
 
 
 def test_migrations_create_exactly_the_declared_schema(db_url):

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-import strategies
-from strategies import ForgetSet, Strategy, TaskData
+from lifecycle import strategies
+from lifecycle.strategies import ForgetSet, Strategy, TaskData
 
 N_FEATURES = 64
 N_CLASSES = 10

@@ -10,9 +10,9 @@ import lifecycle
 from lifecycle import arrays
 from lifecycle.datasets import split_digits
 from lifecycle.worker import load_strategy
-from strategies import ForgetSet, StrategyConfigError, TaskData
-from strategies.hypernet import HypernetConfig
-from strategies.hypernet.model import HypernetStrategy
+from lifecycle.strategies import ForgetSet, StrategyConfigError, TaskData
+from lifecycle.strategies.hypernet import HypernetConfig
+from lifecycle.strategies.hypernet.model import HypernetStrategy
 
 # A small target net and few epochs keep each learn under a second on 2 cores.
 # The hypernetwork keeps the default width: at (50, 50) a forgotten task came

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import lifecycle.errors as E
-import strategies
+from lifecycle import strategies
 from lifecycle import relapse as relapse_check
 from lifecycle.worker import Worker
-from strategies import ForgetSet, StrategyConfigError, TaskData
-from strategies.olora.detector import ledoit_wolf, roc_auc
+from lifecycle.strategies import ForgetSet, StrategyConfigError, TaskData
+from lifecycle.strategies.olora.detector import ledoit_wolf, roc_auc
 from tests.data import digits_tasks
 
 SMALL = {"hidden": [64], "epochs": 10}

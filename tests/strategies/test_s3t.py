@@ -7,11 +7,11 @@ import pytest
 from sklearn.datasets import load_digits
 
 from lifecycle import arrays
-from store.artifacts import ArtifactStore
-from strategies import ForgetSet, RetrainPlan, StrategyConfigError, TaskData
-from strategies.s3t import SPEC, S3TConfig
-from strategies.s3t.book import bms_orders, cyclic_orders
-from strategies.s3t.capacity import (
+from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.strategies import ForgetSet, RetrainPlan, StrategyConfigError, TaskData
+from lifecycle.strategies.s3t import SPEC, S3TConfig
+from lifecycle.strategies.s3t.book import bms_orders, cyclic_orders
+from lifecycle.strategies.s3t.capacity import (
     expected_first_retrain,
     expected_outage,
     measure_capacity,
@@ -20,8 +20,8 @@ from strategies.s3t.capacity import (
     sisa_cost_per_deletion,
     template_book,
 )
-from strategies.s3t.model import S3TStrategy
-from strategies.s3t.net import BLOCK_KEYS
+from lifecycle.strategies.s3t.model import S3TStrategy
+from lifecycle.strategies.s3t.net import BLOCK_KEYS
 
 SMALL = dict(n_shards=2, n_slices=3, continual_slices=2, n_sequences=3, hidden=32, rank=8, epochs=5)
 

@@ -1,4 +1,4 @@
-"""Schema version checks and upgrades, with Alembic scripts shipped in the package."""
+"""Opening a ledger at the schema this code needs: version checks and upgrades, with the Alembic scripts shipped in the package."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-import migrations
-from store.errors import SchemaOutOfDate
+from lifecycle.store.engine import reachable_engine
+from lifecycle.store.errors import NoLedger, SchemaOutOfDate
 
-SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
+SCRIPT_LOCATION = str(Path(__file__).parent)
 
 
 def alembic_config(url: str) -> Config:
@@ -61,3 +61,18 @@ def check_at_head(engine: Engine, url_for_message: str) -> None:
             f"the ledger schema is at revision {current or 'none'} but this version of lifecycle "
             f"needs {head}; run: lifecycle db upgrade --db {url_for_message}"
         )
+
+
+def open_engine(url: str, *, create: bool = True) -> Engine:
+    """Open ``url``; create the schema on an empty database (when ``create``),
+    refuse an old one. Without ``create`` nothing is ever created: a command
+    that only reads must not leave an empty ledger behind a typo."""
+    engine = reachable_engine(url, create=create)
+    shown = engine.url.render_as_string(hide_password=True)
+    if is_empty(engine):
+        if not create:
+            raise NoLedger(f"there is no ledger at {shown} (the database has no tables); create one with: "
+                           f"lifecycle db upgrade --db {shown}")
+        upgrade(engine)
+    check_at_head(engine, shown)
+    return engine
