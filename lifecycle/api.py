@@ -20,6 +20,8 @@ from lifecycle import strategies
 from lifecycle import purge, validation
 from lifecycle.signing import Signer
 from lifecycle.vault import Vault
+from lifecycle.loading import load_strategy
+from lifecycle.worker import Worker
 from lifecycle.errors import (
     AlreadyForgotten,
     DuplicateSampleIds,
@@ -45,7 +47,8 @@ from lifecycle.migrations.migrate import open_engine
 from lifecycle.store.engine import ledger_url
 from lifecycle.store.identity import IdKey
 from lifecycle.store.keystore import KeyStore
-from lifecycle.store.ledger import Ledger, utcnow
+from lifecycle.store.clock import utcnow
+from lifecycle.store.ledger import Ledger
 from lifecycle.store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
 
 DEFAULT_URL = "sqlite:///lifecycle.db"
@@ -452,13 +455,16 @@ class Lifecycle:
         expired, completes purges a crash interrupted, and sweeps artifacts
         nothing references (older than ``sweep_grace_seconds``).
         """
-        from lifecycle.worker import Worker
-
-        worker = Worker(self)
+        model_id = None if model is None else self.model(model).id
+        worker = self.worker()
         worker.maintain()
-        done = worker.drain(model=model, max_steps=max_steps)
+        done = worker.drain(model_id, max_steps=max_steps)
         self.sweep(sweep_grace_seconds)
         return done
+
+    def worker(self, **settings: Any) -> Worker:
+        """A worker on this ledger, vault and signer (``settings``: see ``Worker``)."""
+        return Worker(self.ledger, self.vault, self.signer, **settings)
 
     def sweep(self, grace_seconds: float = SWEEP_GRACE_SECONDS) -> list[str]:
         """Erase stored artifacts and keys that nothing in the ledger references
@@ -543,8 +549,6 @@ class Lifecycle:
         return self.ledger.events(self.model(model).id)
 
     def predict(self, model: str, X: Any, task: str | None = None) -> np.ndarray:
-        from lifecycle.worker import load_strategy
-
         m = self.model(model)
         Xa = validation.features(X, m.n_features)
         version = self.ledger.latest_version(m.id)

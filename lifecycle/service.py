@@ -27,7 +27,6 @@ from lifecycle.api import SWEEP_GRACE_SECONDS, Lifecycle
 from lifecycle.errors import InvalidConfig
 from lifecycle.summary import relapse_summary
 from lifecycle.telemetry import Telemetry
-from lifecycle.worker import Worker
 from lifecycle.store.errors import LeaseLost
 
 log = logging.getLogger("lifecycle.service")
@@ -77,8 +76,8 @@ class Service:
         self.summary_interval = summary_interval
         self.grace_seconds = grace_seconds
         self.reports_dir = Path(reports_dir) if reports_dir else None
-        self.worker = Worker(lc, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts,
-                             claim_batch=claim_batch)
+        self.worker = lc.worker(owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                                 claim_batch=claim_batch)
         self.worker.purge_after_batch = False  # the purge job does it, beside the drain
         self.checkpoints_dir = Path(checkpoints_dir) if checkpoints_dir else None
         self.checkpoint_interval = checkpoint_interval
@@ -136,7 +135,7 @@ class Service:
         A report that fails is logged and skipped: reports never stop the service.
         """
         from lifecycle.report import file_stem, write_report
-        from lifecycle.store.ledger import utcnow
+        from lifecycle.store.clock import utcnow
 
         written = []
         stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")
@@ -233,7 +232,7 @@ class Service:
             return
         for claim in claims:
             try:
-                self.lc.ledger.release(claim, "shutdown grace period ran out")
+                self.lc.ledger.queue.release(claim, "shutdown grace period ran out")
                 log.warning("handed request %s back to the queue: the grace period ran out", claim.request.id)
             except LeaseLost:
                 pass

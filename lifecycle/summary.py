@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from lifecycle.api import Lifecycle
-from lifecycle.store.ledger import utcnow
+from lifecycle.store.clock import utcnow
 
 
 def relapse_summary(lc: Lifecycle, model: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.core import GaugeMetricFamily
 
 from lifecycle.migrations import migrate
-from lifecycle.store.ledger import Ledger, utcnow
+from lifecycle.store.clock import utcnow
+from lifecycle.store.ledger import Ledger
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

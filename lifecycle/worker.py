@@ -23,10 +23,12 @@ import numpy as np
 from lifecycle import strategies
 from lifecycle import arrays, certificates, checkpoints, mia, purge
 from lifecycle import relapse as relapse_check
-from lifecycle.api import Lifecycle
+from lifecycle.loading import chance, load_strategy
+from lifecycle.signing import Signer
+from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
-from lifecycle.store.ledger import utcnow
+from lifecycle.store.clock import utcnow
 from lifecycle.store.records import (
     APPLIED,
     FAILED,
@@ -37,9 +39,9 @@ from lifecycle.store.records import (
     ModelVersion,
     Request,
     Sample,
+    StepContext,
     StepOutcome,
     StepResult,
-    Task,
 )
 
 log = logging.getLogger("lifecycle.worker")
@@ -49,19 +51,6 @@ MIA_MAX_MEMBERS = 2000  # enough for a stable AUC; bounds the cost on huge forge
 
 class Rejected(Exception):
     """The request is no longer valid against the ledger as it stands now."""
-
-
-def load_strategy(vault: Vault, model: Model, version: ModelVersion | None) -> strategies.Strategy:
-    spec = strategies.get(model.strategy)
-    strategy = spec.build(spec.make_config(model.config), model.n_features, model.n_classes)
-    if version is not None:
-        strategy.load_state_dict(arrays.unpack(vault.blob(version.artifact_digest)))
-    return strategy
-
-
-def chance(model: Model, task: Task, tags: strategies.Tags) -> float:
-    """Accuracy of guessing: among the task's classes when the task id is given, else among all."""
-    return 1.0 / (len(task.classes) if tags.needs_task_id else model.n_classes)
 
 
 @dataclass(frozen=True)
@@ -83,9 +72,14 @@ class _Step:
 
 
 class Worker:
-    def __init__(self, lc: Lifecycle, *, owner: str | None = None, lease_seconds: float = 60.0,
-                 max_attempts: int = 5, claim_batch: int = 1) -> None:
-        self.lc = lc
+    """Drains the queue: works on the ledger, the vault of artifacts and the
+    signer of certificates, and on nothing else."""
+
+    def __init__(self, ledger: Ledger, vault: Vault, signer: Signer, *, owner: str | None = None,
+                 lease_seconds: float = 60.0, max_attempts: int = 5, claim_batch: int = 1) -> None:
+        self.ledger = ledger
+        self.vault = vault
+        self.signer = signer
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
@@ -107,12 +101,7 @@ class Worker:
         self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
         self._probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    @property
-    def ledger(self):
-        return self.lc.ledger
-
-    def drain(self, model: str | None = None, max_steps: int | None = None) -> list[Request]:
-        model_id = None if model is None else self.lc.model(model).id
+    def drain(self, model_id: int | None = None, max_steps: int | None = None) -> list[Request]:
         done: list[Request] = []
         while not self.stopping.is_set() and (max_steps is None or len(done) < max_steps):
             limit = self.claim_batch if max_steps is None else min(self.claim_batch, max_steps - len(done))
@@ -129,7 +118,7 @@ class Worker:
         worker told to stop mid-batch hands the requests it has not started
         back to the queue.
         """
-        claims = self.ledger.claim_many(self.owner, self.lease_seconds, limit=limit or self.claim_batch,
+        claims = self.ledger.queue.claim_many(self.owner, self.lease_seconds, limit=limit or self.claim_batch,
                                         model_id=model_id)
         if not claims:
             return []
@@ -173,16 +162,16 @@ class Worker:
     def _release(self, claims: list[Claim], why: str) -> None:
         for claim in claims:
             try:
-                self.ledger.release(claim, why)
+                self.ledger.queue.release(claim, why)
             except LeaseLost:
                 pass
 
     def maintain(self) -> None:
         """Upkeep: re-queue expired leases (a failed learn's data is erased),
         finish purges a crash interrupted."""
-        for rid, freed in self.ledger.requeue_expired(self.max_attempts):
+        for rid, freed in self.ledger.queue.requeue_expired(self.max_attempts):
             log.info("request %s: its lease expired", rid, extra={"request_id": rid})
-            purge.discard(self.ledger, self.lc.vault, freed)
+            purge.discard(self.ledger, self.vault, freed)
         for m in self.ledger.models():
             self.purge(m)
 
@@ -191,7 +180,7 @@ class Worker:
         while held and not stop.wait(self.lease_seconds / 3):
             for claim in list(held):
                 try:
-                    if not self.ledger.renew(claim, self.lease_seconds):
+                    if not self.ledger.queue.renew(claim, self.lease_seconds):
                         log.warning("lease taken over; the step's commit will be refused",
                                     extra={"request_id": claim.request.id})
                         held.remove(claim)
@@ -204,12 +193,11 @@ class Worker:
         """Apply one claimed request and verify the result; commits nothing."""
         model, req = claim.model, claim.request
         spec = strategies.get(model.strategy)
-        base = self.ledger.latest_version(model.id)
-        base_no = base.version if base else 0
         ctx = {"request_id": req.id, "model": model.name}
-        log.info("applying %s to %s v%d (attempt %d)", req.kind, model.name, base_no, claim.attempt, extra=ctx)
         try:
-            tasks = {t.name: t for t in self.ledger.tasks(model.id)}
+            context = self.ledger.step_context(claim)
+            base, base_no, tasks = context.base, context.base_version, context.tasks
+            log.info("applying %s to %s v%d (attempt %d)", req.kind, model.name, base_no, claim.attempt, extra=ctx)
             started = time.perf_counter()
             forgotten, forgotten_data = [], None
             if req.kind == "repair":
@@ -221,11 +209,11 @@ class Worker:
             else:
                 strategy = self._strategy(model, base)
             if req.kind == "learn":
-                task_states, forgotten_now = self._learn(claim, strategy, tasks), set()
+                task_states, forgotten_now = self._learn(claim, strategy, context), set()
             elif req.kind == "retrain":
                 task_states, forgotten_now = self._retrain(claim, strategy), set()
             elif req.kind == "forget":
-                forgotten, forgotten_data = self._forget(claim, strategy, spec.tags, tasks)
+                forgotten, forgotten_data = self._forget(claim, strategy, spec.tags, context)
                 task = req.target.get("task")
                 task_states, forgotten_now = {}, ({task} if task is not None else set())
             step_seconds = time.perf_counter() - started
@@ -238,18 +226,18 @@ class Worker:
                 return _Step(StepResult(claim, FAILED, error=f"the repair could not read what it needs: {exc}"))
             # nothing queued is failed for a storage fault: the model waits, quarantined, for a repair
             log.error("quarantined %s: %s; run: lifecycle repair %s", model.name, exc, model.name, extra=ctx)
-            self.ledger.quarantine(claim, f"{exc}")
+            self.ledger.queue.quarantine(claim, f"{exc}")
             return _Step(None)
         except Exception as exc:  # a strategy failure must not take the worker down
             log.exception("step failed", extra=ctx)
             return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
         evaluations, findings = checked.evaluations, checked.findings
         removed = [s.sample_id for s in forgotten]
-        digest = self.lc.vault.put_blob(arrays.pack(strategy.state_dict()))
+        digest = self.vault.put_blob(arrays.pack(strategy.state_dict()))
         cert = None
         if req.kind == "forget":
-            provenance = strategy.verify_forgotten(self.ledger.tombstone_ids(model.id) | frozenset(removed))
-            cert = self.lc.signer.sign(certificates.build(
+            provenance = strategy.verify_forgotten(context.tombstones | frozenset(removed))
+            cert = self.signer.sign(certificates.build(
                 claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
                 findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=utcnow().isoformat(),
                 data_touched={"nothing": "none", "forget data": "the forgotten samples' stored data only",
@@ -277,7 +265,7 @@ class Worker:
     def _commit(self, steps: list[_Step]) -> list[_Step]:
         """Commit a batch's steps together; return the applied ones."""
         steps = [step for step in steps if step.result is not None]
-        committed = self.ledger.commit_steps([step.result for step in steps])
+        committed = self.ledger.queue.commit_steps([step.result for step in steps])
         applied = []
         for step, done in zip(steps, committed):
             claim = step.result.claim
@@ -286,9 +274,9 @@ class Worker:
             if done.lost is not None:
                 log.warning("lost the lease: %s", done.lost, extra=ctx)
                 if step.result.outcome is not None:
-                    purge.discard(self.ledger, self.lc.vault, [step.result.outcome.artifact_digest])
+                    purge.discard(self.ledger, self.vault, [step.result.outcome.artifact_digest])
                 continue
-            purge.discard(self.ledger, self.lc.vault, done.freed)
+            purge.discard(self.ledger, self.vault, done.freed)
             if done.version is None:
                 continue
             applied.append(step)
@@ -306,15 +294,14 @@ class Worker:
         cached = self._cache.pop(model.id, None)
         if cached is not None and version is not None and cached[0] == version.artifact_digest:
             return cached[1]
-        return load_strategy(self.lc.vault, model, version)
+        return load_strategy(self.vault, model, version)
 
-    def _learn(self, claim: Claim, strategy, tasks: dict[str, Task]) -> dict[str, str]:
-        req = claim.request
-        name = req.target["task"]
-        ids = self.ledger.learn_sample_ids(req.seq)
-        X, y = self.lc.vault.rows(claim.payload_digest, range(len(ids)), ids)
+    def _learn(self, claim: Claim, strategy, context: StepContext) -> dict[str, str]:
+        name = claim.request.target["task"]
+        ids = [sample.sample_id for sample in context.samples]
+        X, y = self.vault.rows(claim.payload_digest, range(len(ids)), ids)
         strategy.learn(strategies.TaskData(name, X, y, tuple(ids)))
-        state = tasks[name].state
+        state = context.tasks[name].state
         return {name: "relearned" if state in ("forgotten", "relearned") else "learned"}
 
     def _retrain(self, claim: Claim, strategy) -> dict[str, str]:
@@ -366,13 +353,12 @@ class Worker:
         if req is not None:
             log.info("scheduled retrain %s of unit(s) %s", req.id, units, extra={"model": model.name})
 
-    def _forget(self, claim: Claim, strategy, tags, tasks: dict[str, Task]):
+    def _forget(self, claim: Claim, strategy, tags, context: StepContext):
         """Apply a forget; returns the samples removed and their data when it was loaded."""
-        target = claim.request.target
-        task = target.get("task")
-        if task is not None and tasks[task].state not in ("learned", "relearned"):
-            raise Rejected(f"task {task!r} is {tasks[task].state}: there is nothing learned to forget")
-        samples = self.ledger.resolve_forget(claim.model.id, target)
+        task = claim.request.target.get("task")
+        if task is not None and context.tasks[task].state not in ("learned", "relearned"):
+            raise Rejected(f"task {task!r} is {context.tasks[task].state}: there is nothing learned to forget")
+        samples = context.samples
         data = None
         if tags.forget_needs == "forget data" and samples:
             data = self._sample_data(samples)
@@ -390,7 +376,7 @@ class Worker:
         X = np.empty((len(samples), 0), np.float32)
         y = np.empty(len(samples), np.int64)
         for digest, positions in by_blob.items():
-            Xb, yb = self.lc.vault.rows(digest, [samples[i].data_row for i in positions],
+            Xb, yb = self.vault.rows(digest, [samples[i].data_row for i in positions],
                                         [samples[i].sample_id for i in positions])
             if X.shape[1] != Xb.shape[1]:
                 X = np.empty((len(samples), Xb.shape[1]), np.float32)
@@ -462,7 +448,7 @@ class Worker:
 
     def _probe(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
         if digest not in self._probes:
-            self._probes[digest] = self.lc.vault.rows(digest)
+            self._probes[digest] = self.vault.rows(digest)
         return self._probes[digest]
 
     # ---- purging -------------------------------------------------------------
@@ -483,5 +469,5 @@ class Worker:
         self._purge(model.id)
 
     def _purge(self, model_id: int) -> None:
-        purge.purge_model(self.ledger, self.lc.vault, model_id, self.owner)
-        self._probes = {d: p for d, p in self._probes.items() if self.lc.vault.exists(d)}
+        purge.purge_model(self.ledger, self.vault, model_id, self.owner)
+        self._probes = {d: p for d, p in self._probes.items() if self.vault.exists(d)}

@@ -14,6 +14,8 @@ QUEUED, RUNNING, APPLIED, FAILED, REJECTED, CANCELLED = (
     "rejected",
     "cancelled",
 )
+PENDING, ACTIVE, FORGOTTEN = "pending", "active", "forgotten"  # sample and task states
+
 TERMINAL = frozenset({APPLIED, FAILED, REJECTED, CANCELLED})
 
 
@@ -85,6 +87,20 @@ class Claim:
     payload_sha: str
     # the model's audit chain head right after this claim's event: where the step began
     audit_anchor: tuple[int, str] = (0, "")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step reads from the ledger when it begins, in one read."""
+
+    base: ModelVersion | None  # the version the step starts from (None before the first)
+    tasks: dict[str, Task]
+    samples: list[Sample]  # a learn's samples in data-file order, or the samples a forget removes
+    tombstones: frozenset[str]  # a forget's: every sample id the model forgot before
+
+    @property
+    def base_version(self) -> int:
+        return self.base.version if self.base is not None else 0
 
 
 @dataclass(frozen=True)

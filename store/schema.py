@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from lifecycle.store import records as rec
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -273,3 +275,83 @@ class ReportRow(Base):
     html_path: Mapped[str] = mapped_column(String(1000))
     html_sha256: Mapped[str] = mapped_column(String(64))
     json_sha256: Mapped[str] = mapped_column(String(64))
+
+
+# ---- rows to records: what leaves the store is a plain dataclass, never a row ----
+
+
+def model_record(row: ModelRow) -> rec.Model:
+    return rec.Model(
+        id=row.id,
+        name=row.name,
+        strategy=row.strategy,
+        config=dict(row.config),
+        n_features=row.n_features,
+        n_classes=row.n_classes,
+        relapse_threshold=row.relapse_threshold,
+        forget_due_days=row.forget_due_days,
+        created_at=row.created_at,
+        keep_states=row.keep_states,
+        forgotten_probes=row.forgotten_probes,
+        quarantine=row.quarantine,
+    )
+
+
+def task_record(row: TaskRow) -> rec.Task:
+    return rec.Task(
+        id=row.id,
+        model_id=row.model_id,
+        name=row.name,
+        state=row.state,
+        classes=tuple(row.classes),
+        probe_digest=row.probe_digest,
+        forgotten_at_version=row.forgotten_at_version,
+        acc_at_forget=row.acc_at_forget,
+        peak_since_forget=row.peak_since_forget,
+    )
+
+
+def request_record(row: RequestRow, model_name: str) -> rec.Request:
+    return rec.Request(
+        id=row.id,
+        seq=row.seq,
+        model=model_name,
+        kind=row.kind,
+        target=dict(row.target),
+        status=row.status,
+        received_at=row.received_at,
+        due_at=row.due_at,
+        requested_by=row.requested_by,
+        reason=row.reason,
+        idempotency_key=row.idempotency_key,
+        attempt=row.attempt,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        step_seconds=row.step_seconds,
+        error=row.error,
+        result_version=row.result_version,
+    )
+
+
+def sample_record(row: SampleRow, task_name: str) -> rec.Sample:
+    return rec.Sample(
+        sample_id=row.sample_id,
+        task=task_name,
+        label=row.label,
+        subject_hash=row.subject_hash,
+        status=row.status,
+        data_digest=row.data_digest,
+        data_row=row.data_row,
+    )
+
+
+def report_record(row: ReportRow, model: str) -> rec.Report:
+    return rec.Report(row.id, model, row.model_version, row.written_at, row.html_path, row.html_sha256,
+                      row.json_sha256)
+
+
+def version_record(row: ModelVersionRow, model_name: str) -> rec.ModelVersion:
+    return rec.ModelVersion(model_name, row.version, row.request_id, row.artifact_digest, row.state_purged,
+                            row.created_at)

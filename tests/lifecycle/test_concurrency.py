@@ -76,11 +76,11 @@ def test_claim_skips_a_model_whose_row_another_transaction_holds(pg_url, tmp_pat
     first = lc.ledger.model("first")
     with lc.ledger.engine.connect() as other:
         other.exec_driver_sql(f"SELECT id FROM models WHERE id = {first.id} FOR NO KEY UPDATE")
-        claim = lc.ledger.claim("w1", 30.0)  # returns at once instead of waiting for the lock
+        claim = lc.ledger.queue.claim("w1", 30.0)  # returns at once instead of waiting for the lock
         assert claim is not None and claim.request.id == requests["second"].id
-        assert lc.ledger.claim("w2", 30.0) is None  # the only other head sits behind the held lock
+        assert lc.ledger.queue.claim("w2", 30.0) is None  # the only other head sits behind the held lock
         other.rollback()
-    claim = lc.ledger.claim("w2", 30.0)
+    claim = lc.ledger.queue.claim("w2", 30.0)
     assert claim is not None and claim.request.id == requests["first"].id
 
 

@@ -42,11 +42,11 @@ def test_a_learn_out_of_attempts_takes_its_data_with_it(lc):
     make_model(lc)
     t0, _, _ = digits_tasks()
     req = learn_task(lc, "digits", t0, subjects=["dave"] * len(t0.y))
-    claim = lc.ledger.claim("crashed-worker", 0.0)
+    claim = lc.ledger.queue.claim("crashed-worker", 0.0)
     assert claim.request.id == req.id
     data_file = claim.payload_digest
     # the worker "died" holding its last attempt: drain() fails the request and erases its rows
-    Worker(lc, max_attempts=1).maintain()
+    lc.worker(max_attempts=1).maintain()
     assert lc.status(req.id).status == "failed"
     assert not lc.vault.exists(data_file) and not lc.vault.keys.exists(data_file)
     with pytest.raises(UnknownSubject):
@@ -57,7 +57,7 @@ def test_drain_requeues_an_expired_lease(lc):
     make_model(lc)
     t0, _, _ = digits_tasks()
     req = learn_task(lc, "digits", t0)
-    assert lc.ledger.claim("crashed-worker", 0.0).request.id == req.id
+    assert lc.ledger.queue.claim("crashed-worker", 0.0).request.id == req.id
     assert lc.status(req.id).status == "running"
     # an API-only user is not left with a request that blocks the model
     lc.drain()
@@ -77,7 +77,7 @@ def test_drain_finishes_a_purge_a_crash_interrupted(lc):
     learn_task(lc, "digits", t0, subjects=["alice"] * 10 + [None] * (len(t0.y) - 10))
     lc.drain()
     lc.forget("digits", subject="alice")
-    CrashesBeforePurge(lc).drain()
+    CrashesBeforePurge(lc.ledger, lc.vault, lc.signer).drain()
     model_id = lc.model("digits").id
     plan = lc.ledger.purge_plan(model_id)
     assert len(plan.rows) == 10 and plan.states  # the rows and the states trained on them are still there
@@ -113,7 +113,7 @@ def test_purges_racing_with_each_other_and_with_steps_keep_every_pointer_true(lc
     for name in names[:3]:
         lc.forget("digits", subject=name)
     model = lc.model("digits")
-    ticks, upkeep = Worker(lc, owner="tick"), Worker(lc, owner="upkeep")
+    ticks, upkeep = lc.worker(owner="tick"), lc.worker(owner="upkeep")
     start = threading.Barrier(3)
     errors: list[BaseException] = []
 

@@ -48,7 +48,7 @@ from lifecycle.vault import Erased, Vault
 from lifecycle.worker import Worker
 from lifecycle.store.artifacts import ArtifactStore
 from lifecycle.store.errors import ArtifactMissing
-from lifecycle.store.ledger import utcnow
+from lifecycle.store.clock import utcnow
 from lifecycle.store.records import Request
 from lifecycle.store.schema import ModelRow
 from lifecycle.strategies.analytic.model import AnalyticStrategy
@@ -369,7 +369,6 @@ def scene(db_url, tmp_path, monkeypatch, caplog) -> Scene:
 KILLED_IN_PURGE = r"""
 import os, signal, sys
 import lifecycle
-from lifecycle.worker import Worker
 from lifecycle.store.ledger import Ledger
 
 def killed(ledger, plan):
@@ -379,7 +378,7 @@ def killed(ledger, plan):
 Ledger.finish_purge = killed
 url, artifacts, keys = sys.argv[1:4]
 lc = lifecycle.connect(url, artifacts=artifacts, keys=keys, create=False)
-Worker(lc, owner="doomed").drain()
+lc.worker(owner="doomed").drain()
 sys.exit(3)  # reached only when no purge got as far as recording what it erased
 """
 
@@ -441,7 +440,7 @@ def forget_the_rest_and_race_the_purges(s: Scene) -> None:
     s.requests["forget samples"] = lc.forget(MODEL, samples=some)
     s.requests["forget 6-7"] = lc.forget(MODEL, task="6-7")
     s.erased_samples = set(some)
-    CommitsButNeverPurges(lc, owner="no-purge").drain()
+    CommitsButNeverPurges(lc.ledger, lc.vault, lc.signer, owner="no-purge").drain()
     for key in ("forget café", "forget samples", "forget 6-7"):
         assert lc.status(s.requests[key].id).status == "applied", key
     s.remember_keys()
@@ -454,7 +453,7 @@ def forget_the_rest_and_race_the_purges(s: Scene) -> None:
     # four purgers with different owners, and the sweep, released at once
     other = lifecycle.connect(s.url, artifacts=s.artifacts, keys=s.keys)
     model = lc.model(MODEL)
-    w1, w2 = Worker(lc, owner="w1"), Worker(other, owner="w2")
+    w1, w2 = lc.worker(owner="w1"), other.worker(owner="w2")
     jobs = {
         "worker w1": lambda: w1.purge(model),
         "worker w2": lambda: w2.purge(model),

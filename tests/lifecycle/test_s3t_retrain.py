@@ -10,7 +10,7 @@ import pytest
 
 import lifecycle
 from lifecycle.service import Service
-from lifecycle.worker import load_strategy
+from lifecycle.loading import load_strategy
 from tests.data import digits_tasks, learn_task
 
 # one sequence per shard: a deletion in a shard's first slice leaves it without a usable sequence

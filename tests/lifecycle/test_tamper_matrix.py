@@ -47,9 +47,9 @@ def original(request, tmp_path_factory):
     learn_task(lc, "digits", t1)
     lc.drain()
     doomed = learn_task(lc, "digits", t2)
-    claim = lc.ledger.claim("w", 60)
+    claim = lc.ledger.queue.claim("w", 60)
     assert claim.request.id == doomed.id
-    lc.ledger.commit_steps([StepResult(claim, "failed", error="boom")])
+    lc.ledger.queue.commit_steps([StepResult(claim, "failed", error="boom")])
     lc.forget("digits", subject="alice", reason="GDPR art. 17")
     lc.drain()
     lc.create_model("gated", strategy="leaky_gate", n_features=64, n_classes=10, config={"width": 128})

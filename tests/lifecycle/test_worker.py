@@ -7,7 +7,6 @@ import pytest
 
 import lifecycle
 from lifecycle.vault import Erased
-from lifecycle.worker import Worker
 from lifecycle.store.records import Claim
 from tests.data import accuracy_of, alternating_subjects, digits_tasks, learn_task, make_model
 
@@ -150,17 +149,17 @@ def test_completion_is_fenced_on_the_lease(lc):
     make_model(lc)
     t0, _, _ = digits_tasks()
     req = learn_task(lc, "digits", t0)
-    w1 = Worker(lc, owner="w1", lease_seconds=0.01)
-    claim = lc.ledger.claim("w1", 0.01)
+    w1 = lc.worker(owner="w1", lease_seconds=0.01)
+    claim = lc.ledger.queue.claim("w1", 0.01)
     import time
 
     time.sleep(0.05)
-    assert lc.ledger.requeue_expired(max_attempts=5) == [(req.id, ())]
+    assert lc.ledger.queue.requeue_expired(max_attempts=5) == [(req.id, ())]
     # w1 wakes up late: its completion must be refused
-    [done] = lc.ledger.commit_steps([w1._step(claim).result])
+    [done] = lc.ledger.queue.commit_steps([w1._step(claim).result])
     assert done.version is None and "no longer holds attempt 1" in done.lost
     assert lc.status(req.id).status == "queued" and lc.versions("digits") == []
-    done = Worker(lc, owner="w2").drain()
+    done = lc.worker(owner="w2").drain()
     assert done[0].status == "applied" and done[0].attempt == 2
     assert [v.request_id for v in lc.versions("digits")] == [req.id]
     kinds = [e.kind for e in lc.ledger.events(request_id=req.id)]
@@ -174,10 +173,10 @@ def test_per_model_order_one_running_request_per_model(lc):
     a1 = learn_task(lc, "a", t0)
     learn_task(lc, "a", t1)
     b1 = learn_task(lc, "b", t0)
-    c1 = lc.ledger.claim("x", 60)
-    c2 = lc.ledger.claim("y", 60)
+    c1 = lc.ledger.queue.claim("x", 60)
+    c2 = lc.ledger.queue.claim("y", 60)
     assert (c1.request.id, c2.request.id) == (a1.id, b1.id)
-    assert lc.ledger.claim("z", 60) is None  # a2 waits for a1
+    assert lc.ledger.queue.claim("z", 60) is None  # a2 waits for a1
     assert isinstance(c1, Claim)
 
 
@@ -189,14 +188,14 @@ def test_claim_many_takes_one_head_per_idle_model_oldest_first(lc):
     b1 = learn_task(lc, "b", t0)
     learn_task(lc, "a", t1)
     c1 = learn_task(lc, "c", t0)
-    first = lc.ledger.claim_many("x", 60, limit=2)
+    first = lc.ledger.queue.claim_many("x", 60, limit=2)
     assert [c.request.id for c in first] == [a1.id, b1.id]
     # a's second request waits for a1; c's head is the only one left
-    assert [c.request.id for c in lc.ledger.claim_many("y", 60, limit=5)] == [c1.id]
-    assert lc.ledger.claim_many("z", 60, limit=5) == []
+    assert [c.request.id for c in lc.ledger.queue.claim_many("y", 60, limit=5)] == [c1.id]
+    assert lc.ledger.queue.claim_many("z", 60, limit=5) == []
     assert {lc.status(r.id).status for r in (a1, b1, c1)} == {"running"}
     with pytest.raises(ValueError, match="at least 1"):
-        lc.ledger.claim_many("z", 60, limit=0)
+        lc.ledger.queue.claim_many("z", 60, limit=0)
 
 
 def test_commit_steps_fences_each_step_on_its_own(lc):
@@ -204,15 +203,15 @@ def test_commit_steps_fences_each_step_on_its_own(lc):
     make_model(lc, "b")
     t0, _, _ = digits_tasks()
     ra, rb = learn_task(lc, "a", t0), learn_task(lc, "b", t0)
-    w1 = Worker(lc, owner="w1")
-    ca, cb = lc.ledger.claim_many("w1", 0.01, limit=2)
+    w1 = lc.worker(owner="w1")
+    ca, cb = lc.ledger.queue.claim_many("w1", 0.01, limit=2)
     steps = [w1._step(ca), w1._step(cb)]
     import time
 
     time.sleep(0.05)
-    assert lc.ledger.renew(ca, 60)  # w1 kept a's lease alive but not b's
-    assert lc.ledger.requeue_expired(max_attempts=5) == [(rb.id, ())]
-    done = lc.ledger.commit_steps([s.result for s in steps])
+    assert lc.ledger.queue.renew(ca, 60)  # w1 kept a's lease alive but not b's
+    assert lc.ledger.queue.requeue_expired(max_attempts=5) == [(rb.id, ())]
+    done = lc.ledger.queue.commit_steps([s.result for s in steps])
     assert done[0].lost is None and done[0].version.version == 1
     assert done[1].version is None and "no longer holds attempt 1" in done[1].lost
     assert lc.status(ra.id).status == "applied" and lc.status(rb.id).status == "queued"
@@ -224,7 +223,7 @@ def test_a_worker_batch_applies_several_models_and_commits_them_together(lc):
         make_model(lc, name)
     t0, t1, _ = digits_tasks()
     reqs = [learn_task(lc, name, t) for t in (t0, t1) for name in ("a", "b", "c")]
-    worker = Worker(lc, owner="w", claim_batch=3)
+    worker = lc.worker(owner="w", claim_batch=3)
     done = worker.drain()
     assert sorted(r.id for r in done) == sorted(r.id for r in reqs)
     assert {r.status for r in done} == {"applied"}
@@ -251,7 +250,7 @@ def test_a_batch_mixes_applied_and_failed_steps(lc, monkeypatch):
         return original(self, data)
 
     monkeypatch.setattr(AnalyticStrategy, "learn", fails_on_narrow_models)
-    Worker(lc, claim_batch=2).drain()
+    lc.worker(claim_batch=2).drain()
     assert lc.status(ra.id).status == "applied"
     assert lc.status(rb.id).status == "failed" and "out of memory" in lc.status(rb.id).error
     # the failed learn's sample ids are free again
@@ -265,7 +264,7 @@ def test_a_stopping_worker_hands_back_what_it_has_not_started(lc, monkeypatch):
         make_model(lc, name)
     t0, _, _ = digits_tasks()
     reqs = [learn_task(lc, name, t0) for name in ("a", "b", "c")]
-    worker = Worker(lc, owner="w", claim_batch=3)
+    worker = lc.worker(owner="w", claim_batch=3)
     step = worker._step
 
     def step_then_stop(claim):
