@@ -47,9 +47,19 @@ from lifecycle.migrations.migrate import open_engine
 from lifecycle.store.engine import ledger_url
 from lifecycle.store.identity import IdKey
 from lifecycle.store.keystore import KeyStore
-from lifecycle.store.clock import utcnow
+from lifecycle.store.clock import Clock, utcnow
 from lifecycle.store.ledger import Ledger
-from lifecycle.store.records import Evaluation, Model, ModelVersion, RelapseFinding, Request, Task
+from lifecycle.store.records import (
+    Evaluation,
+    Model,
+    ModelVersion,
+    RelapseFinding,
+    Request,
+    RequestKind,
+    SampleStatus,
+    Task,
+    TaskState,
+)
 
 DEFAULT_URL = "sqlite:///lifecycle.db"
 PROBE_POLICIES = ("keep", "purge")
@@ -60,7 +70,8 @@ SWEEP_GRACE_SECONDS = 3600.0
 
 def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = None,
             keys: str | os.PathLike | None = None, create: bool = True,
-            signing_key: str | os.PathLike | None = None, id_key: str | os.PathLike | None = None) -> Lifecycle:
+            signing_key: str | os.PathLike | None = None, id_key: str | os.PathLike | None = None,
+            clock: Clock = utcnow) -> Lifecycle:
     """Open a ledger. A new empty database gets the current schema; an older
     one raises ``SchemaOutOfDate`` naming ``lifecycle db upgrade``.
 
@@ -73,15 +84,16 @@ def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = Non
     Keep the key folder out of the artifacts' backups: erasing destroys keys
     (see ``lifecycle.vault``). Certificates are signed with the Ed25519 key
     at ``signing_key`` (see ``lifecycle.signing``) and identifiers are
-    digested under the secret at ``id_key`` (see ``store.identity``); both
-    are created on first use.
+    digested under the secret at ``id_key`` (see ``lifecycle.store.identity``); both
+    are created on first use. ``clock`` gives the queue's times (leases,
+    claims, commits); tests pass one they can move.
     """
     url = ledger_url(url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL))
     engine = open_engine(url, create=create)
     artifacts = Path(artifacts or default_artifacts(url))
     vault = Vault(ArtifactStore(artifacts), KeyStore(keys or default_keys(url, artifacts)))
     ids = IdKey(id_key)
-    return Lifecycle(Ledger(engine, ids), vault, Signer(signing_key), ids)
+    return Lifecycle(Ledger(engine, ids, clock), vault, Signer(signing_key), ids)
 
 
 def _sqlite_file(url: str) -> str | None:
@@ -229,7 +241,7 @@ class Lifecycle:
 
         hashes = self._subject_digests(m, subs)
         digests = None if ids is None else [self.ids.sample(i) for i in ids]
-        sha = _sha(kind="learn", task=task, X=Xa, y=ya, ids=digests, subjects=hashes,
+        sha = _sha(kind=RequestKind.LEARN, task=task, X=Xa, y=ya, ids=digests, subjects=hashes,
                    probe=None if probe_arrays is None else list(probe_arrays))
         if key is not None:
             prior = self._by_key(m, key, sha)
@@ -323,7 +335,7 @@ class Lifecycle:
         else:
             validation.name(subject, "subject")
             target = {"subject_hash": self._subject_digests(m, [subject])[0]}
-        sha = _sha(kind="forget", target=target)
+        sha = _sha(kind=RequestKind.FORGET, target=target)
         if key is not None:
             prior = self._by_key(m, key, sha)
             if prior is not None:
@@ -334,7 +346,7 @@ class Lifecycle:
             if t is None:
                 names = ", ".join(x.name for x in self.ledger.tasks(m.id)[:10]) or "none"
                 raise UnknownTask(f"model {m.name!r} has no task {task!r} (tasks: {names})")
-            if t.state == "forgotten":
+            if t.state == TaskState.FORGOTTEN:
                 raise AlreadyForgotten(f"task {task!r} was already forgotten at version {t.forgotten_at_version}")
         elif samples is not None:
             ids = target["samples"]
@@ -350,7 +362,7 @@ class Lifecycle:
                                      f"e.g. {missing[:3]}")
         else:
             counts = self.ledger.subject_counts(m.id, target["subject_hash"])
-            if counts.get("pending", 0) + counts.get("active", 0) == 0:
+            if counts.get(SampleStatus.PENDING, 0) + counts.get(SampleStatus.ACTIVE, 0) == 0:
                 if counts.get("tombstoned", 0):
                     raise AlreadyForgotten("every sample of this subject was already forgotten")
                 raise UnknownSubject(f"model {m.name!r} holds no sample of this subject")
@@ -383,7 +395,7 @@ class Lifecycle:
         request_id = req.id
         validation.name(reason, "reason")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
-        if req.kind != "forget":
+        if req.kind != RequestKind.FORGET:
             raise InvalidRequest(f"request {request_id} is a {req.kind} request; only forgets have deadlines")
         if req.done:
             raise RequestNotCancellable(f"request {request_id} is already {req.status}; its deadline is moot")

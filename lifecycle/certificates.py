@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.store.records import Claim, Evaluation
+from lifecycle.store.records import Claim, Evaluation, Role
 
 from lifecycle.strategies.base import Tags
 
@@ -29,8 +29,8 @@ def build(
     checkpoint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     req = claim.request
-    retained = [e for e in evaluations if e.role == "retained"]
-    forgotten = [e for e in evaluations if e.role == "forgotten"]
+    retained = [e for e in evaluations if e.role == Role.RETAINED]
+    forgotten = [e for e in evaluations if e.role == Role.FORGOTTEN]
     return {
         "kind": "lifecycle.deletion-certificate/1",
         "request": {

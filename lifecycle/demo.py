@@ -13,6 +13,7 @@ from rich.table import Table
 from lifecycle.api import Lifecycle, connect
 from lifecycle.datasets import split_digits
 from lifecycle.service import Service
+from lifecycle.store.records import Role
 
 SUBJECTS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
@@ -85,5 +86,5 @@ def _print_step(lc: Lifecycle, console: Console, title: str, req, wall: float) -
         console.print(f"[red]{req.error}[/red]")
     console.print(table)
     if evals:
-        retained = [e.accuracy for e in evals if e.role == "retained"]
+        retained = [e.accuracy for e in evals if e.role == Role.RETAINED]
         console.print(f"  mean accuracy over retained tasks: {np.mean(retained):.3f}")

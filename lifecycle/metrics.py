@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lifecycle import relapse as relapse_check
+from lifecycle.store.records import RequestKind, Role
 
 if TYPE_CHECKING:
     from lifecycle.api import Lifecycle, Step
@@ -39,7 +40,7 @@ class AccuracyMatrix:
     tasks: tuple[str, ...]
     versions: tuple[int, ...]
     request_ids: tuple[str, ...]  # the request that produced each step's version
-    kinds: tuple[str, ...]  # "learn" or "forget", per step
+    kinds: tuple[RequestKind, ...]  # learn or forget, per step
     targets: tuple[str | None, ...]  # the task a step named; None for a sample or subject forget
     acc: np.ndarray  # (steps, tasks) float, NaN before a task is learned
     retained: np.ndarray  # (steps, tasks) bool
@@ -202,11 +203,11 @@ def from_history(steps: Sequence[Step]) -> AccuracyMatrix:
         for ev in step.evaluations:
             k = column[ev.task]
             acc[i, k] = ev.accuracy
-            retained[i, k] = ev.role == "retained"
-            forgotten[i, k] = ev.role == "forgotten"
+            retained[i, k] = ev.role == Role.RETAINED
+            forgotten[i, k] = ev.role == Role.FORGOTTEN
             chance[k] = ev.chance
         target = step.request.target.get("task")
-        if step.request.kind == "learn" and target in column:
+        if step.request.kind == RequestKind.LEARN and target in column:
             learned[i, column[target]] = True
     return AccuracyMatrix(
         tasks=tuple(tasks),

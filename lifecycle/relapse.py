@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from lifecycle.store.records import Role
+
 
 def relapse(acc_now: float, acc_at_forget: float, chance: float) -> float:
     return max(0.0, acc_now - max(acc_at_forget, chance))
@@ -66,8 +68,8 @@ def gate_report(gates: Mapping[str, tuple[str, float]]) -> dict:
     ``gates`` maps each evaluated task to (role, share of its probes with gate
     weight >= 0.5): recall for forgotten tasks, false activations for retained ones.
     """
-    recall = {t: share for t, (role, share) in gates.items() if role == "forgotten"}
-    false_act = {t: share for t, (role, share) in gates.items() if role != "forgotten"}
+    recall = {t: share for t, (role, share) in gates.items() if role == Role.FORGOTTEN}
+    false_act = {t: share for t, (role, share) in gates.items() if role != Role.FORGOTTEN}
     return {
         "recall": recall,
         "false_activation": false_act,

@@ -7,6 +7,7 @@ from typing import Any
 
 from lifecycle.api import Lifecycle
 from lifecycle.store.clock import utcnow
+from lifecycle.store.records import TaskState
 
 
 def relapse_summary(lc: Lifecycle, model: str | None = None) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def relapse_summary(lc: Lifecycle, model: str | None = None) -> dict[str, Any]:
         findings = lc.ledger.findings(m.id)
         forgotten = []
         for t in lc.ledger.tasks(m.id):
-            if t.state != "forgotten":
+            if t.state != TaskState.FORGOTTEN:
                 continue
             ev = now.get(t.name)
             relapsed = [f for f in findings if f.task == t.name and f.forgotten_at_version == t.forgotten_at_version]

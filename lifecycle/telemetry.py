@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from lifecycle.migrations import migrate
 from lifecycle.store.clock import utcnow
 from lifecycle.store.ledger import Ledger
+from lifecycle.store.records import RequestKind, RequestStatus
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -55,10 +56,10 @@ class LedgerCollector:
         requests = GaugeMetricFamily("lifecycle_requests", "Requests in the ledger by kind and status",
                                      labels=["kind", "status"])
         depth = GaugeMetricFamily("lifecycle_queue_depth", "Queued and running requests by kind", labels=["kind"])
-        open_by_kind: dict[str, int] = {"learn": 0, "forget": 0}
+        open_by_kind: dict[str, int] = {RequestKind.LEARN: 0, RequestKind.FORGET: 0}
         for kind, status, n in self.ledger.request_counts():
             requests.add_metric([kind, status], n)
-            if status in ("queued", "running"):
+            if status in (RequestStatus.QUEUED, RequestStatus.RUNNING):
                 open_by_kind[kind] = open_by_kind.get(kind, 0) + n
         for kind, n in open_by_kind.items():
             depth.add_metric([kind], n)

@@ -30,18 +30,20 @@ from lifecycle.vault import Erased, Vault
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
 from lifecycle.store.clock import utcnow
 from lifecycle.store.records import (
-    APPLIED,
-    FAILED,
-    REJECTED,
     Claim,
     Evaluation,
     Model,
     ModelVersion,
     Request,
+    RequestKind,
+    RequestStatus,
+    Role,
     Sample,
+    SampleStatus,
     StepContext,
     StepOutcome,
     StepResult,
+    TaskState,
 )
 
 log = logging.getLogger("lifecycle.worker")
@@ -155,7 +157,7 @@ class Worker:
             with self._pending_lock:
                 self.pending_purges |= set(models)
         for step in applied:
-            if step.result.claim.request.kind == "forget":
+            if step.result.claim.request.kind == RequestKind.FORGET:
                 self._schedule_retrain(step.result.claim.model, step.strategy)
         return [self.ledger.request(claim.request.id) for claim in claims[:len(steps)]]
 
@@ -200,7 +202,7 @@ class Worker:
             log.info("applying %s to %s v%d (attempt %d)", req.kind, model.name, base_no, claim.attempt, extra=ctx)
             started = time.perf_counter()
             forgotten, forgotten_data = [], None
-            if req.kind == "repair":
+            if req.kind == RequestKind.REPAIR:
                 strategy, forgotten = self._repair(claim, base)
                 task_states, forgotten_now = {}, set()
                 # probe sets the repair drops are not read again
@@ -208,11 +210,11 @@ class Worker:
                          for n, t in tasks.items()}
             else:
                 strategy = self._strategy(model, base)
-            if req.kind == "learn":
+            if req.kind == RequestKind.LEARN:
                 task_states, forgotten_now = self._learn(claim, strategy, context), set()
-            elif req.kind == "retrain":
+            elif req.kind == RequestKind.RETRAIN:
                 task_states, forgotten_now = self._retrain(claim, strategy), set()
-            elif req.kind == "forget":
+            elif req.kind == RequestKind.FORGET:
                 forgotten, forgotten_data = self._forget(claim, strategy, spec.tags, context)
                 task = req.target.get("task")
                 task_states, forgotten_now = {}, ({task} if task is not None else set())
@@ -220,22 +222,22 @@ class Worker:
             checked = self.verify(model, spec.tags, strategy, tasks, task_states, forgotten_now, base_no + 1)
         except Rejected as exc:
             log.info("rejected: %s", exc, extra=ctx)
-            return _Step(StepResult(claim, REJECTED, error=str(exc) or "rejected"))
+            return _Step(StepResult(claim, RequestStatus.REJECTED, error=str(exc) or "rejected"))
         except (ArtifactCorrupt, ArtifactMissing) as exc:
-            if req.kind == "repair":
-                return _Step(StepResult(claim, FAILED, error=f"the repair could not read what it needs: {exc}"))
+            if req.kind == RequestKind.REPAIR:
+                return _Step(StepResult(claim, RequestStatus.FAILED, error=f"the repair could not read what it needs: {exc}"))
             # nothing queued is failed for a storage fault: the model waits, quarantined, for a repair
             log.error("quarantined %s: %s; run: lifecycle repair %s", model.name, exc, model.name, extra=ctx)
             self.ledger.queue.quarantine(claim, f"{exc}")
             return _Step(None)
         except Exception as exc:  # a strategy failure must not take the worker down
             log.exception("step failed", extra=ctx)
-            return _Step(StepResult(claim, FAILED, error=f"{type(exc).__name__}: {exc}"))
+            return _Step(StepResult(claim, RequestStatus.FAILED, error=f"{type(exc).__name__}: {exc}"))
         evaluations, findings = checked.evaluations, checked.findings
         removed = [s.sample_id for s in forgotten]
         digest = self.vault.put_blob(arrays.pack(strategy.state_dict()))
         cert = None
-        if req.kind == "forget":
+        if req.kind == RequestKind.FORGET:
             provenance = strategy.verify_forgotten(context.tombstones | frozenset(removed))
             cert = self.signer.sign(certificates.build(
                 claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
@@ -260,7 +262,7 @@ class Worker:
             certificate=cert,
             tasks_forgotten={t: next(e.accuracy for e in evaluations if e.task == t) for t in forgotten_now},
         )
-        return _Step(StepResult(claim, APPLIED, base_version=base_no, outcome=outcome), strategy)
+        return _Step(StepResult(claim, RequestStatus.APPLIED, base_version=base_no, outcome=outcome), strategy)
 
     def _commit(self, steps: list[_Step]) -> list[_Step]:
         """Commit a batch's steps together; return the applied ones."""
@@ -302,7 +304,7 @@ class Worker:
         X, y = self.vault.rows(claim.payload_digest, range(len(ids)), ids)
         strategy.learn(strategies.TaskData(name, X, y, tuple(ids)))
         state = context.tasks[name].state
-        return {name: "relearned" if state in ("forgotten", "relearned") else "learned"}
+        return {name: TaskState.RELEARNED if state in (TaskState.FORGOTTEN, TaskState.RELEARNED) else TaskState.LEARNED}
 
     def _retrain(self, claim: Claim, strategy) -> dict[str, str]:
         """Apply an internal retrain request: rebuild every part the strategy reports
@@ -310,7 +312,7 @@ class Worker:
         samples are not active, and their data is purged)."""
         for plan in strategy.retrain_plan():
             found = self.ledger.samples(claim.model.id, plan.sample_ids)
-            missing = [sid for sid in plan.sample_ids if sid not in found or found[sid].status != "active"]
+            missing = [sid for sid in plan.sample_ids if sid not in found or found[sid].status != SampleStatus.ACTIVE]
             if missing:
                 raise RuntimeError(f"retrain of unit {plan.unit}: {len(missing)} sample(s) are not active in "
                                    f"the ledger, e.g. {missing[0]!r}")
@@ -356,7 +358,7 @@ class Worker:
     def _forget(self, claim: Claim, strategy, tags, context: StepContext):
         """Apply a forget; returns the samples removed and their data when it was loaded."""
         task = claim.request.target.get("task")
-        if task is not None and context.tasks[task].state not in ("learned", "relearned"):
+        if task is not None and not context.tasks[task].state.learned:
             raise Rejected(f"task {task!r} is {context.tasks[task].state}: there is nothing learned to forget")
         samples = context.samples
         data = None
@@ -389,24 +391,24 @@ class Worker:
         for name, task in tasks.items():
             state = task_states.get(name, task.state)
             if name in forgotten_now:
-                state = "forgotten"
-            if state == "pending" or task.probe_digest is None:
+                state = TaskState.FORGOTTEN
+            if state == TaskState.PENDING or task.probe_digest is None:
                 continue
             try:
                 Xp, yp = self._probe(task.probe_digest)
             except Erased:
                 continue  # a forgotten task's probe set, purged by the model's policy while this step ran
             acc = float(np.mean(strategy.predict(Xp, task=name) == yp))
-            role = "forgotten" if state == "forgotten" else "retained"
+            role = Role.FORGOTTEN if state == TaskState.FORGOTTEN else Role.RETAINED
             c = chance(model, task, tags)
             evaluations.append(Evaluation(0, name, role, acc, c, len(yp)))
             weights = strategy.gate_weights(Xp)
             if weights is not None:
                 gates[name] = (role, float(np.mean(np.asarray(weights) >= 0.5)))
-            if role == "forgotten" and name not in forgotten_now:
+            if role == Role.FORGOTTEN and name not in forgotten_now:
                 watch.append(relapse_check.Forgotten(name, task.forgotten_at_version, task.acc_at_forget,
                                                      task.peak_since_forget or task.acc_at_forget, acc, c))
-            elif role == "forgotten":
+            elif role == Role.FORGOTTEN:
                 just_forgotten.append(relapse_check.Forgotten(name, version, acc, acc, acc, c))
         findings = relapse_check.findings(watch, model.relapse_threshold)
         gate = relapse_check.gate_report(gates) if gates else None

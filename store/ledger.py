@@ -18,7 +18,7 @@ from lifecycle.store import audit, ledger_audit, row_digests
 from lifecycle.store import records as rec
 from lifecycle.store.clock import Clock, utcnow
 from lifecycle.store.queue import Queue
-from lifecycle.store.records import ACTIVE, APPLIED, CANCELLED, FORGOTTEN, PENDING, QUEUED, RUNNING
+from lifecycle.store.records import RequestKind, RequestStatus, SampleStatus, TaskState
 from lifecycle.store.schema import (
     CertificateRow,
     EvaluationRow,
@@ -191,10 +191,10 @@ class Ledger:
             tasks = {row.name: task_record(row) for row in s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))}
             samples: list[rec.Sample] = []
             tombstones: frozenset[str] = frozenset()
-            if req.kind == "learn":
+            if req.kind == RequestKind.LEARN:
                 q = (select(SampleRow).where(SampleRow.learn_request_seq == req.seq).order_by(SampleRow.data_row))
                 samples = [sample_record(row, req.target["task"]) for row in s.scalars(q)]
-            elif req.kind == "forget":
+            elif req.kind == RequestKind.FORGET:
                 samples = _resolve_forget(s, model_id, req.target)
                 tombstones = _tombstone_ids(s, model_id)
             base = version_record(found, claim.model.name) if found is not None else None
@@ -239,7 +239,7 @@ class Ledger:
             task_row = s.scalar(select(TaskRow).where(TaskRow.model_id == model.id, TaskRow.name == task))
             new_task = task_row is None
             if task_row is None:
-                task_row = TaskRow(model_id=model.id, name=task, state=PENDING, classes=sorted(set(classes)),
+                task_row = TaskRow(model_id=model.id, name=task, state=TaskState.PENDING, classes=sorted(set(classes)),
                                    probe_digest=probe_digest)
                 s.add(task_row)
                 s.flush()
@@ -250,7 +250,7 @@ class Ledger:
             row = RequestRow(
                 id=str(uuid.uuid4()),
                 model_id=model.id,
-                kind="learn",
+                kind=RequestKind.LEARN,
                 target={"task": task, "n_samples": len(sample_ids)},
                 payload_sha=payload_sha,
                 payload_digest=payload_digest,
@@ -259,21 +259,21 @@ class Ledger:
                 reason=reason,
                 received_at=now,
                 due_at=None,
-                status=QUEUED,
+                status=RequestStatus.QUEUED,
                 attempt=0,
             )
             s.add(row)
             s.flush()
             rows = [
                 {"model_id": model.id, "sample_id": sid, "task_id": task_row.id, "subject_hash": subj,
-                 "content_digest": content, "label": int(label), "learn_request_seq": row.seq, "status": PENDING,
+                 "content_digest": content, "label": int(label), "learn_request_seq": row.seq, "status": SampleStatus.PENDING,
                  "data_digest": payload_digest, "data_row": i}
                 for i, (sid, label, subj, content) in enumerate(
                     zip(sample_ids, labels, subject_hashes, content_digests, strict=True))
             ]
             for chunk in chunks(rows, 5000):
                 s.execute(insert(SampleRow), chunk)
-            append_event(s, model.id, row.id, "submitted", locked=locked, request_kind="learn", task=task,
+            append_event(s, model.id, row.id, "submitted", locked=locked, request_kind=RequestKind.LEARN, task=task,
                    n_samples=len(sample_ids), new_task=new_task, probe=probe_digest, payload=payload_digest,
                    samples=row_digests.samples(rows), **_request_digests(row, self.ids))
             return request_record(row, model.name)
@@ -295,7 +295,7 @@ class Ledger:
             row = RequestRow(
                 id=str(uuid.uuid4()),
                 model_id=model.id,
-                kind="forget",
+                kind=RequestKind.FORGET,
                 target=target,
                 payload_sha=payload_sha,
                 payload_digest=None,
@@ -304,12 +304,12 @@ class Ledger:
                 reason=reason,
                 received_at=received_at,
                 due_at=due_at,
-                status=QUEUED,
+                status=RequestStatus.QUEUED,
                 attempt=0,
             )
             s.add(row)
             s.flush()
-            append_event(s, model.id, row.id, "submitted", locked=locked, request_kind="forget", target=target,
+            append_event(s, model.id, row.id, "submitted", locked=locked, request_kind=RequestKind.FORGET, target=target,
                    due_at=due_at.isoformat(), **_request_digests(row, self.ids))
             return request_record(row, model.name)
 
@@ -322,10 +322,10 @@ class Ledger:
         with self._begin() as s:
             locked = lock_model(s, model_id)  # before seq is allocated, as in submit_learn
             queued = s.scalar(select(RequestRow.id).where(
-                RequestRow.model_id == model_id, RequestRow.kind == "retrain", RequestRow.status == QUEUED))
+                RequestRow.model_id == model_id, RequestRow.kind == RequestKind.RETRAIN, RequestRow.status == RequestStatus.QUEUED))
             if queued is not None:
                 return None
-            return _internal_request(s, self.ids, locked, "retrain", {"units": sorted(int(u) for u in units)},
+            return _internal_request(s, self.ids, locked, RequestKind.RETRAIN, {"units": sorted(int(u) for u in units)},
                                      requested_by, reason)
 
     def open_forget_overlapping(self, model_id: int, target: dict[str, Any]) -> str | None:
@@ -334,9 +334,9 @@ class Ledger:
         with self._begin() as s:
             rows = s.scalars(
                 select(RequestRow).where(
-                    RequestRow.status.in_((QUEUED, RUNNING)),
+                    RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)),
                     RequestRow.model_id == model_id,
-                    RequestRow.kind == "forget",
+                    RequestRow.kind == RequestKind.FORGET,
                 )
             )
             wanted = set(target.get("samples", ()))
@@ -353,9 +353,9 @@ class Ledger:
         (see ``_drop_unlearned``), or None when it was not queued."""
         with self._begin() as s:
             row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
-            if row is None or row.status != QUEUED:
+            if row is None or row.status != RequestStatus.QUEUED:
                 return None
-            row.status, row.finished_at = CANCELLED, self.clock()
+            row.status, row.finished_at = RequestStatus.CANCELLED, self.clock()
             freed, dropped = drop_unlearned(s, row)
             append_event(s, row.model_id, row.id, "cancelled", **dropped)
             name = s.scalar(select(ModelRow.name).where(ModelRow.id == row.model_id))
@@ -365,7 +365,7 @@ class Ledger:
         """Move an open forget's due date later; None when the request is not open."""
         with self._begin() as s:
             row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
-            if row is None or row.status not in (QUEUED, RUNNING):
+            if row is None or row.status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
                 return None
             before = row.due_at
             row.due_at = until
@@ -436,19 +436,19 @@ class Ledger:
                       reason: str) -> rec.Request:
         """Queue a repair; it is claimed ahead of the model's other requests while the model is quarantined."""
         with self._begin() as s:
-            return _internal_request(s, self.ids, lock_model(s, model_id), "repair", target, requested_by, reason)
+            return _internal_request(s, self.ids, lock_model(s, model_id), RequestKind.REPAIR, target, requested_by, reason)
 
     def open_repair(self, model_id: int) -> str | None:
         with self._begin() as s:
-            return s.scalar(select(RequestRow.id).where(RequestRow.model_id == model_id, RequestRow.kind == "repair",
-                                                        RequestRow.status.in_((QUEUED, RUNNING))))
+            return s.scalar(select(RequestRow.id).where(RequestRow.model_id == model_id, RequestRow.kind == RequestKind.REPAIR,
+                                                        RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING))))
 
     def data_files(self, model_id: int) -> dict[str, list[rec.Sample]]:
         """The data files the model's active samples live in, with those samples."""
         out: dict[str, list[rec.Sample]] = {}
         with self._begin() as s:
             q = (select(SampleRow, TaskRow.name).join(TaskRow, TaskRow.id == SampleRow.task_id)
-                 .where(SampleRow.model_id == model_id, SampleRow.status == ACTIVE)
+                 .where(SampleRow.model_id == model_id, SampleRow.status == SampleStatus.ACTIVE)
                  .order_by(SampleRow.task_id, SampleRow.learn_request_seq, SampleRow.data_row))
             for row, name in s.execute(q):
                 out.setdefault(row.data_digest, []).append(sample_record(row, name))
@@ -506,12 +506,12 @@ class Ledger:
             model = s.get(ModelRow, model_id)
             rows = s.execute(
                 select(SampleRow.id, SampleRow.data_digest, SampleRow.data_row)
-                .where(SampleRow.status == FORGOTTEN, SampleRow.data_digest.is_not(None),
+                .where(SampleRow.status == SampleStatus.FORGOTTEN, SampleRow.data_digest.is_not(None),
                        SampleRow.model_id == model_id)
                 .order_by(SampleRow.data_digest, SampleRow.data_row)
             ).all()
             cutoff = s.scalar(select(func.max(RequestRow.result_version)).where(
-                RequestRow.model_id == model_id, RequestRow.status == APPLIED, RequestRow.kind == "forget"))
+                RequestRow.model_id == model_id, RequestRow.status == RequestStatus.APPLIED, RequestRow.kind == RequestKind.FORGET))
             latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
             states: list[tuple[int, str]] = []
             if latest is not None:
@@ -525,7 +525,7 @@ class Ledger:
             if model.forgotten_probes == "purge":
                 probes = [(n, d) for n, d in s.execute(
                     select(TaskRow.name, TaskRow.probe_digest)
-                    .where(TaskRow.model_id == model_id, TaskRow.state == FORGOTTEN, TaskRow.probe_digest.is_not(None))
+                    .where(TaskRow.model_id == model_id, TaskRow.state == TaskState.FORGOTTEN, TaskRow.probe_digest.is_not(None))
                 )]
             return rec.PurgePlan(model_id, [(r.id, r.data_digest, r.data_row) for r in rows], states, probes)
 
@@ -570,7 +570,7 @@ class Ledger:
             roles |= {d: "data" for d in s.scalars(select(SampleRow.data_digest)
                                                   .where(SampleRow.data_digest.is_not(None)).distinct())}
             roles |= {d: "data" for d in s.scalars(select(RequestRow.payload_digest).where(
-                RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.payload_digest.is_not(None)))}
+                RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.payload_digest.is_not(None)))}
             return roles
 
     def replace_artifact(self, old: str, new: str) -> None:
@@ -596,7 +596,7 @@ class Ledger:
             found |= set(s.scalars(select(ModelVersionRow.artifact_digest)
                                    .where(ModelVersionRow.state_purged.is_(False))))
             found |= set(s.scalars(select(RequestRow.payload_digest).where(
-                RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.payload_digest.is_not(None))))
+                RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.payload_digest.is_not(None))))
             return found
 
     # ---- reports -------------------------------------------------------------
@@ -612,7 +612,7 @@ class Ledger:
         """(received_at, due_at) of the open forget received first."""
         with self._begin() as s:
             q = (select(RequestRow.received_at, RequestRow.due_at)
-                 .where(RequestRow.kind == "forget", RequestRow.status.in_((QUEUED, RUNNING)))
+                 .where(RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)))
                  .order_by(RequestRow.received_at).limit(1))
             found = s.execute(q).first()
             return (found[0], found[1]) if found else None
@@ -620,7 +620,7 @@ class Ledger:
     def overdue_forgets(self, now: dt.datetime) -> int:
         with self._begin() as s:
             return s.scalar(select(func.count()).select_from(RequestRow).where(
-                RequestRow.kind == "forget", RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.due_at < now))
+                RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.due_at < now))
 
     def finding_counts(self) -> list[tuple[str, int]]:
         """(strategy, number of relapse findings)."""
@@ -638,7 +638,7 @@ class Ledger:
                 .where(EvaluationRow.model_id == model_id)
                 .order_by(EvaluationRow.version, TaskRow.id)
             )
-            return [rec.Evaluation(r.version, name, r.role, r.accuracy, r.chance, r.n) for r, name in s.execute(q)]
+            return [rec.Evaluation(r.version, name, rec.Role(r.role), r.accuracy, r.chance, r.n) for r, name in s.execute(q)]
 
     def findings(self, model_id: int | None = None) -> list[rec.RelapseFinding]:
         with self._begin() as s:
@@ -736,7 +736,7 @@ def _referenced(s: Session, digests: Sequence[str]) -> set[str]:
         found |= set(s.scalars(select(ModelVersionRow.artifact_digest).where(
             ModelVersionRow.artifact_digest.in_(chunk), ModelVersionRow.state_purged.is_(False))))
         found |= set(s.scalars(select(RequestRow.payload_digest).where(
-            RequestRow.status.in_((QUEUED, RUNNING)), RequestRow.payload_digest.in_(chunk))))
+            RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.payload_digest.in_(chunk))))
     return found
 
 
@@ -763,14 +763,14 @@ def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
     )
 
 
-def _internal_request(s: Session, ids: IdKey, locked: ModelRow, kind: str, target: dict[str, Any],
+def _internal_request(s: Session, ids: IdKey, locked: ModelRow, kind: RequestKind, target: dict[str, Any],
                       requested_by: str | None, reason: str) -> rec.Request:
     """Queue a request the system files itself (retrain, repair); the model row is already locked."""
     row = RequestRow(
         id=str(uuid.uuid4()), model_id=locked.id, kind=kind, target=target,
         payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
         payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
-        received_at=utcnow(), due_at=None, status=QUEUED, attempt=0,
+        received_at=utcnow(), due_at=None, status=RequestStatus.QUEUED, attempt=0,
     )
     s.add(row)
     s.flush()
@@ -792,7 +792,7 @@ def _resolve_forget(s: Session, model_id: int, target: dict[str, Any]) -> list[r
     q = (
         select(SampleRow, TaskRow.name)
         .join(TaskRow, TaskRow.id == SampleRow.task_id)
-        .where(SampleRow.model_id == model_id, SampleRow.status == ACTIVE)
+        .where(SampleRow.model_id == model_id, SampleRow.status == SampleStatus.ACTIVE)
     )
     if "task" in target:
         q = q.where(TaskRow.name == target["task"])

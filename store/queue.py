@@ -19,7 +19,7 @@ from lifecycle.store import records as rec
 from lifecycle.store import row_digests
 from lifecycle.store.clock import Clock
 from lifecycle.store.errors import LeaseLost
-from lifecycle.store.records import ACTIVE, APPLIED, FAILED, FORGOTTEN, PENDING, QUEUED, RUNNING
+from lifecycle.store.records import RequestKind, RequestStatus, Role, SampleStatus, TaskState
 from lifecycle.store.schema import (
     CertificateRow,
     EvaluationRow,
@@ -87,14 +87,14 @@ class Queue:
                 rows = s.scalars(
                     select(RequestRow)
                     .where(RequestRow.seq.in_(heads),
-                           ~exists().where(running.model_id == RequestRow.model_id, running.status == RUNNING))
+                           ~exists().where(running.model_id == RequestRow.model_id, running.status == RequestStatus.RUNNING))
                     .order_by(RequestRow.seq)
                     .with_for_update(skip_locked=True)
                 ).all()
                 claimed += [(row, locked[row.model_id]) for row in rows]
             claims = []
             for row, model_row in sorted(claimed, key=lambda pair: pair[0].seq):
-                row.status = RUNNING
+                row.status = RequestStatus.RUNNING
                 row.attempt += 1
                 row.lease_owner = owner
                 row.lease_expires_at = expires
@@ -113,12 +113,12 @@ class Queue:
 
     @staticmethod
     def _head_seq(model_id, repairs_only=False):
-        q = select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id, RequestRow.status == QUEUED)
-        return q.where(RequestRow.kind == "repair") if repairs_only is True else q
+        q = select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id, RequestRow.status == RequestStatus.QUEUED)
+        return q.where(RequestRow.kind == RequestKind.REPAIR) if repairs_only is True else q
 
     @staticmethod
     def _running(model_id):
-        return exists().where(RequestRow.model_id == model_id, RequestRow.status == RUNNING)
+        return exists().where(RequestRow.model_id == model_id, RequestRow.status == RequestStatus.RUNNING)
 
     def _idle_heads(self, model_id: int | None):
         """Model ids with a queued request and none running, oldest head first."""
@@ -141,7 +141,7 @@ class Queue:
             select(RequestRow)
             .where(
                 RequestRow.id == claim.request.id,
-                RequestRow.status == RUNNING,
+                RequestRow.status == RequestStatus.RUNNING,
                 RequestRow.lease_owner == claim.owner,
                 RequestRow.attempt == claim.attempt,
             )
@@ -166,7 +166,7 @@ class Queue:
         failed for it) and stop claiming the model until a repair applies."""
         with self._begin() as s:
             row = self._owned(s, claim)
-            row.status, row.lease_owner, row.lease_expires_at = QUEUED, None, None
+            row.status, row.lease_owner, row.lease_expires_at = RequestStatus.QUEUED, None, None
             row.attempt -= 1
             model = lock_model(s, row.model_id)
             model.quarantine = why
@@ -176,7 +176,7 @@ class Queue:
         """Give a claimed request back to the queue untouched (graceful shutdown)."""
         with self._begin() as s:
             row = self._owned(s, claim)
-            row.status, row.lease_owner, row.lease_expires_at = QUEUED, None, None
+            row.status, row.lease_owner, row.lease_expires_at = RequestStatus.QUEUED, None, None
             append_event(s, row.model_id, row.id, "released", owner=claim.owner, attempt=claim.attempt, why=why)
 
     def requeue_expired(self, max_attempts: int) -> list[tuple[str, tuple[str, ...]]]:
@@ -187,7 +187,7 @@ class Queue:
         with self._begin() as s:
             rows = s.scalars(
                 select(RequestRow)
-                .where(RequestRow.status == RUNNING, RequestRow.lease_expires_at < now)
+                .where(RequestRow.status == RequestStatus.RUNNING, RequestRow.lease_expires_at < now)
                 .order_by(RequestRow.model_id, RequestRow.seq)  # model rows get locked in one order
                 .with_for_update(skip_locked=True)
             ).all()
@@ -195,12 +195,12 @@ class Queue:
                 owner = row.lease_owner
                 row.lease_owner, row.lease_expires_at = None, None
                 if row.attempt >= max_attempts:
-                    row.status, row.finished_at = FAILED, now
+                    row.status, row.finished_at = RequestStatus.FAILED, now
                     row.error = f"its lease expired {row.attempt} times (worker died or hung each time)"
                     freed, dropped = drop_unlearned(s, row)
                     append_event(s, row.model_id, row.id, "failed", error=row.error, **dropped)
                 else:
-                    row.status, freed = QUEUED, ()
+                    row.status, freed = RequestStatus.QUEUED, ()
                     append_event(s, row.model_id, row.id, "requeued", expired_owner=owner, attempt=row.attempt)
                 touched.append((row.id, freed))
         return touched
@@ -225,7 +225,7 @@ class Queue:
             # other transaction that waits for both takes them in.
             rows = {row.id: row for row in s.scalars(
                 select(RequestRow)
-                .where(RequestRow.id.in_([r.claim.request.id for r in results]), RequestRow.status == RUNNING)
+                .where(RequestRow.id.in_([r.claim.request.id for r in results]), RequestRow.status == RequestStatus.RUNNING)
                 .with_for_update()
             )}
             model_ids = sorted({r.claim.model.id for r in results})
@@ -245,7 +245,7 @@ class Queue:
                     committed.append(rec.Committed(claim.request.id, None, str(self._lease_lost(claim))))
                     continue
                 model_row = models[row.model_id]
-                if result.status != APPLIED:
+                if result.status != RequestStatus.APPLIED:
                     row.status, row.finished_at, row.error = result.status, now, result.error
                     row.lease_owner = row.lease_expires_at = None
                     # the samples were never learned: free their ids and data
@@ -285,39 +285,39 @@ class Queue:
         s.add_all(EvaluationRow(**e) for e in evaluations)
         for name, state in outcome.task_states.items():
             tasks[name].state = state
-            if state != FORGOTTEN:
+            if state != TaskState.FORGOTTEN:
                 tasks[name].forgotten_at_version = None
                 tasks[name].acc_at_forget = tasks[name].peak_since_forget = None
         for name, acc in outcome.tasks_forgotten.items():
-            tasks[name].state = FORGOTTEN
+            tasks[name].state = TaskState.FORGOTTEN
             tasks[name].forgotten_at_version = version
             tasks[name].acc_at_forget = tasks[name].peak_since_forget = acc
         for ev in outcome.evaluations:
             t = tasks[ev.task]
-            if ev.role == "forgotten" and ev.task not in outcome.tasks_forgotten:
+            if ev.role == Role.FORGOTTEN and ev.task not in outcome.tasks_forgotten:
                 t.peak_since_forget = max(t.peak_since_forget or 0.0, ev.accuracy)
         findings = [{"task_id": tasks[f["task"]].id, **{k: v for k, v in f.items() if k != "task"}}
                     for f in outcome.findings]
         for f, finding in zip(outcome.findings, findings):
             s.add(RelapseFindingRow(model_id=model_id, version=version, created_at=now, **finding))
             append_event(s, model_id, row.id, "relapse", locked=model_row, task=f["task"], relapse=f["relapse"])
-        if row.kind == "learn":
+        if row.kind == RequestKind.LEARN:
             s.execute(
                 update(SampleRow)
-                .where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING)
-                .values(status=ACTIVE)
+                .where(SampleRow.learn_request_seq == row.seq, SampleRow.status == SampleStatus.PENDING)
+                .values(status=SampleStatus.ACTIVE)
             )
         # An erasure (of samples or of a subject) tombstones the rows' contents
         # too, so they cannot come back under new ids; a task forget does not:
         # a task may be deliberately learned again (relearned).
-        erasure = row.kind == "forget" and "task" not in row.target
+        erasure = row.kind == RequestKind.FORGET and "task" not in row.target
         tombstones = []
         for chunk in chunks(outcome.forgotten_sample_ids, 500):
             found = s.scalars(
                 select(SampleRow).where(SampleRow.model_id == model_id, SampleRow.sample_id.in_(chunk))
             ).all()
             for sample_row in found:
-                sample_row.status = FORGOTTEN
+                sample_row.status = SampleStatus.FORGOTTEN
                 tombstones.append(dict(model_id=model_id, sample_id=sample_row.sample_id,
                                        subject_hash=sample_row.subject_hash,
                                        content_digest=sample_row.content_digest if erasure else None,
@@ -327,17 +327,17 @@ class Queue:
             "evaluations": row_digests.evaluations(evaluations), "findings": row_digests.findings(findings),
             "tasks": {name: tasks[name].state for name in sorted({*outcome.task_states, *outcome.tasks_forgotten})},
         }
-        if row.kind in ("forget", "repair"):  # a repair tombstones the rows whose data it found unreadable
+        if row.kind in (RequestKind.FORGET, RequestKind.REPAIR):  # a repair tombstones the rows whose data it found unreadable
             covered["tombstones"] = row_digests.tombstones(tombstones)
         if outcome.certificate is not None:
             s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
             covered["certificate"] = row_digests.certificate(outcome.certificate)
-        if row.kind == "repair":
+        if row.kind == RequestKind.REPAIR:
             for name in row.target.get("drop_probes", ()):
                 tasks[name].probe_digest = None
             covered["repaired"] = {"quarantine_was": model_row.quarantine, **row.target}
             model_row.quarantine = None
-        row.status, row.finished_at = APPLIED, now
+        row.status, row.finished_at = RequestStatus.APPLIED, now
         row.step_seconds, row.result_version = outcome.step_seconds, version
         row.lease_owner, row.lease_expires_at, row.error = None, None, None
         append_event(s, model_id, row.id, "applied", locked=model_row, version=version, artifact=outcome.artifact_digest,

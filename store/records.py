@@ -4,19 +4,91 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-QUEUED, RUNNING, APPLIED, FAILED, REJECTED, CANCELLED = (
-    "queued",
-    "running",
-    "applied",
-    "failed",
-    "rejected",
-    "cancelled",
-)
-PENDING, ACTIVE, FORGOTTEN = "pending", "active", "forgotten"  # sample and task states
+class RequestKind(StrEnum):
+    LEARN = "learn"
+    FORGET = "forget"
+    RETRAIN = "retrain"  # filed by the worker: rebuild parts a forget left unusable
+    REPAIR = "repair"  # filed by `lifecycle repair`: lift a quarantine
 
-TERMINAL = frozenset({APPLIED, FAILED, REJECTED, CANCELLED})
+
+class RequestStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    APPLIED = "applied"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (RequestStatus.APPLIED, RequestStatus.FAILED, RequestStatus.REJECTED, RequestStatus.CANCELLED)
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"  # its first learn is queued
+    LEARNED = "learned"
+    FORGOTTEN = "forgotten"
+    RELEARNED = "relearned"  # learned again after a forget
+
+    @property
+    def learned(self) -> bool:
+        return self in (TaskState.LEARNED, TaskState.RELEARNED)
+
+
+class SampleStatus(StrEnum):
+    PENDING = "pending"  # its learn is queued
+    ACTIVE = "active"
+    FORGOTTEN = "forgotten"
+
+
+class Role(StrEnum):
+    """What an evaluation measured: a task the model keeps, or one it forgot."""
+
+    RETAINED = "retained"
+    FORGOTTEN = "forgotten"
+
+
+class TargetUnit(StrEnum):
+    """What a forget names."""
+
+    TASK = "task"
+    SUBJECT = "subject"
+    SAMPLES = "samples"
+
+
+@dataclass(frozen=True)
+class ForgetTarget:
+    """A forget's target as a typed value; the ledger stores it as ``to_dict()``."""
+
+    unit: TargetUnit
+    task: str | None = None
+    subject_hash: str | None = None
+    samples: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, target: dict[str, Any]) -> ForgetTarget:
+        if "task" in target:
+            return cls(TargetUnit.TASK, task=target["task"])
+        if "subject_hash" in target:
+            return cls(TargetUnit.SUBJECT, subject_hash=target["subject_hash"])
+        if "samples" in target:
+            return cls(TargetUnit.SAMPLES, samples=tuple(target["samples"]))
+        raise ValueError(f"not a forget target: {sorted(target)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {TargetUnit.TASK: {"task": self.task}, TargetUnit.SUBJECT: {"subject_hash": self.subject_hash},
+                TargetUnit.SAMPLES: {"samples": list(self.samples)}}[self.unit]
+
+    def describe(self) -> str:
+        """The one way a forget target is shown: never more of a digest than a prefix."""
+        if self.unit is TargetUnit.TASK:
+            return f"task {self.task}"
+        if self.unit is TargetUnit.SUBJECT:
+            return f"subject {self.subject_hash[:12]}"
+        return f"{len(self.samples)} sample(s)"
 
 
 @dataclass(frozen=True)
@@ -40,7 +112,7 @@ class Task:
     id: int
     model_id: int
     name: str
-    state: str
+    state: TaskState
     classes: tuple[int, ...]
     probe_digest: str | None
     forgotten_at_version: int | None
@@ -53,9 +125,9 @@ class Request:
     id: str
     seq: int
     model: str
-    kind: str
+    kind: RequestKind
     target: dict[str, Any]
-    status: str
+    status: RequestStatus
     received_at: dt.datetime
     due_at: dt.datetime | None
     requested_by: str | None
@@ -72,7 +144,21 @@ class Request:
 
     @property
     def done(self) -> bool:
-        return self.status in TERMINAL
+        return self.status.done
+
+    @property
+    def forget_target(self) -> ForgetTarget | None:
+        return ForgetTarget.of(self.target) if self.kind is RequestKind.FORGET else None
+
+    def describe_target(self) -> str:
+        """What the request is about, in a few words (tables, reports)."""
+        if self.kind is RequestKind.FORGET:
+            return ForgetTarget.of(self.target).describe()
+        if self.kind is RequestKind.LEARN:
+            return f"task {self.target['task']}"
+        if self.kind is RequestKind.RETRAIN:
+            return f"unit(s) {', '.join(str(u) for u in self.target.get('units', ()))}"
+        return "rebuild" if self.target.get("rebuild") else "check"
 
 
 @dataclass(frozen=True)
@@ -109,7 +195,7 @@ class Sample:
     task: str
     label: int
     subject_hash: str | None
-    status: str
+    status: SampleStatus
     data_digest: str | None
     data_row: int | None
 
@@ -128,7 +214,7 @@ class ModelVersion:
 class Evaluation:
     version: int
     task: str
-    role: str
+    role: Role
     accuracy: float
     chance: float
     n: int
@@ -179,7 +265,7 @@ class StepOutcome:
     evaluations: list[Evaluation]
     findings: list[dict[str, Any]] = field(default_factory=list)
     forgotten_sample_ids: list[str] = field(default_factory=list)
-    task_states: dict[str, str] = field(default_factory=dict)
+    task_states: dict[str, TaskState] = field(default_factory=dict)
     certificate: dict[str, Any] | None = None
     tasks_forgotten: dict[str, float] = field(default_factory=dict)  # task -> accuracy right after
 
@@ -193,16 +279,16 @@ class StepResult:
     """
 
     claim: Claim
-    status: str
+    status: RequestStatus
     base_version: int = 0
     outcome: StepOutcome | None = None
     error: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status == APPLIED:
+        if self.status == RequestStatus.APPLIED:
             if self.outcome is None:
                 raise ValueError(f"request {self.claim.request.id}: an applied step needs its outcome")
-        elif self.status in (FAILED, REJECTED):
+        elif self.status in (RequestStatus.FAILED, RequestStatus.REJECTED):
             if not self.error:
                 raise ValueError(f"request {self.claim.request.id}: a {self.status} step needs an error message")
         else:

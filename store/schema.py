@@ -7,8 +7,10 @@ dataclasses of ``store.records``.
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 from sqlalchemy import (
+    CheckConstraint,
     JSON,
     BigInteger,
     Boolean,
@@ -59,8 +61,16 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def one_of(column: str, values: type[StrEnum] | tuple[str, ...], table: str) -> CheckConstraint:
+    """A CHECK that ``column`` holds one of ``values``: the database refuses a
+    status or kind the code does not know, whoever writes the row."""
+    allowed = ", ".join(f"'{v}'" for v in (tuple(m.value for m in values) if isinstance(values, type) else values))
+    return CheckConstraint(f"{column} IN ({allowed})", name=f"ck_{table}_{column}")
+
+
 class ModelRow(Base):
     __tablename__ = "models"
+    __table_args__ = (one_of("forgotten_probes", ("keep", "purge"), "models"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -89,7 +99,7 @@ class ModelRow(Base):
 
 class TaskRow(Base):
     __tablename__ = "tasks"
-    __table_args__ = (UniqueConstraint("model_id", "name"),)
+    __table_args__ = (UniqueConstraint("model_id", "name"), one_of("state", rec.TaskState, "tasks"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
@@ -106,6 +116,7 @@ class TaskRow(Base):
 class SampleRow(Base):
     __tablename__ = "samples"
     __table_args__ = (
+        one_of("status", rec.SampleStatus, "samples"),
         UniqueConstraint("model_id", "sample_id"),
         Index("ix_samples_subject", "model_id", "subject_hash"),
         Index("ix_samples_task", "task_id"),
@@ -135,6 +146,8 @@ class SampleRow(Base):
 class RequestRow(Base):
     __tablename__ = "requests"
     __table_args__ = (
+        one_of("kind", rec.RequestKind, "requests"),
+        one_of("status", rec.RequestStatus, "requests"),
         UniqueConstraint("model_id", "idempotency_key"),
         Index("ix_requests_status_model", "status", "model_id"),
         # a claim reads each model's oldest queued request and whether one is running
@@ -188,7 +201,7 @@ class ModelVersionRow(Base):
 
 class EvaluationRow(Base):
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("model_id", "version", "task_id"),)
+    __table_args__ = (UniqueConstraint("model_id", "version", "task_id"), one_of("role", rec.Role, "evaluations"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
@@ -302,7 +315,7 @@ def task_record(row: TaskRow) -> rec.Task:
         id=row.id,
         model_id=row.model_id,
         name=row.name,
-        state=row.state,
+        state=rec.TaskState(row.state),
         classes=tuple(row.classes),
         probe_digest=row.probe_digest,
         forgotten_at_version=row.forgotten_at_version,
@@ -316,9 +329,9 @@ def request_record(row: RequestRow, model_name: str) -> rec.Request:
         id=row.id,
         seq=row.seq,
         model=model_name,
-        kind=row.kind,
+        kind=rec.RequestKind(row.kind),
         target=dict(row.target),
-        status=row.status,
+        status=rec.RequestStatus(row.status),
         received_at=row.received_at,
         due_at=row.due_at,
         requested_by=row.requested_by,
@@ -341,7 +354,7 @@ def sample_record(row: SampleRow, task_name: str) -> rec.Sample:
         task=task_name,
         label=row.label,
         subject_hash=row.subject_hash,
-        status=row.status,
+        status=rec.SampleStatus(row.status),
         data_digest=row.data_digest,
         data_row=row.data_row,
     )

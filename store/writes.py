@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from lifecycle.store import audit
 from lifecycle.store.clock import utcnow
-from lifecycle.store.records import PENDING
+from lifecycle.store.records import RequestKind, SampleStatus, TaskState
 from lifecycle.store.schema import EventRow, ModelRow, RequestRow, SampleRow, TaskRow
 
 
@@ -47,12 +47,12 @@ def drop_unlearned(s: Session, row: RequestRow) -> tuple[tuple[str, ...], dict[s
     Returns the artifacts it may have freed (its data file, that task's probe
     set), for the caller to erase once the transaction commits, and what the
     ending event records of it."""
-    if row.kind != "learn":
+    if row.kind != RequestKind.LEARN:
         return (), {}
-    s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == PENDING))
+    s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == SampleStatus.PENDING))
     freed = (row.payload_digest,) if row.payload_digest else ()
     task = s.scalar(select(TaskRow).where(TaskRow.model_id == row.model_id, TaskRow.name == row.target["task"]))
-    if task is None or task.state != PENDING or s.scalar(select(exists().where(SampleRow.task_id == task.id))):
+    if task is None or task.state != TaskState.PENDING or s.scalar(select(exists().where(SampleRow.task_id == task.id))):
         return freed, {}
     s.delete(task)
     return freed + ((task.probe_digest,) if task.probe_digest else ()), {"task_dropped": task.name}
