@@ -8,7 +8,7 @@
 Part 1, the time ``lifecycle audit verify`` takes (``Ledger.audit_problems``:
 every model's chain walked and hashed, then replayed against every table) as
 the ledger grows. One ledger (SQLite in a temporary folder by default,
-``--postgres`` for a throwaway server from ``tests/postgres.py``) is built up
+``--postgres`` for a throwaway server from ``lifecycle/testing/postgres.py``) is built up
 to each size of ``--sizes`` in turn (10,000 then 100,000 requests; 2,000 then
 20,000 with ``--quick``); at each size but the last a page-for-page copy is
 kept (SQLite: the file after a checkpoint; PostgreSQL: CREATE DATABASE ...
@@ -100,10 +100,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from sqlalchemy import event, func, select, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -113,8 +109,8 @@ from lifecycle import certificates  # noqa: E402
 from lifecycle.store import ledger as ledger_module  # noqa: E402
 from lifecycle.store import audit as audit_module  # noqa: E402
 from lifecycle.store import ledger_audit, row_digests  # noqa: E402
-from lifecycle.store.ledger import utcnow  # noqa: E402
-from lifecycle.store.records import APPLIED, FAILED, REJECTED, Evaluation, StepOutcome, StepResult  # noqa: E402
+from lifecycle.store.clock import utcnow  # noqa: E402
+from lifecycle.store.records import Evaluation, RequestKind, RequestStatus, StepOutcome, StepResult  # noqa: E402
 from lifecycle.store.schema import (  # noqa: E402
     CertificateRow,
     EvaluationRow,
@@ -266,7 +262,7 @@ class Builder:
         if kind == "learn_cancelled":
             self.cancel(st, req.id, task)
             return
-        self.plans[req.id] = Plan(st, "learn", FAILED if kind == "learn_failed" else APPLIED, task=task,
+        self.plans[req.id] = Plan(st, "learn", RequestStatus.FAILED if kind == "learn_failed" else RequestStatus.APPLIED, task=task,
                                   samples=list(zip(ids, subjects)))
 
     def submit_forget(self, st: ModelState, kind: str) -> None:
@@ -297,7 +293,7 @@ class Builder:
         if kind == "forget_cancelled":
             self.cancel(st, req.id, None)
             return
-        self.plans[req.id] = Plan(st, "forget", REJECTED if kind == "forget_rejected" else APPLIED,
+        self.plans[req.id] = Plan(st, "forget", RequestStatus.REJECTED if kind == "forget_rejected" else RequestStatus.APPLIED,
                                   forgotten=forgotten)
 
     def cancel(self, st: ModelState, request_id: str, task: str | None) -> None:
@@ -315,7 +311,7 @@ class Builder:
         evaluations = [Evaluation(0, t, "retained", float(rng.random()), 1.0 / BUILD_CLASSES, PROBE_ROWS)
                        for t in tasks]
         cert = None
-        if plan.kind == "forget":
+        if plan.kind == RequestKind.FORGET:
             cert = self.lc.signer.sign(certificates.build(
                 claim, tags=self.tags, version_before=version - 1, removed_ids=plan.forgotten,
                 evaluations=evaluations, findings=[], forgotten_tasks=[], applied_at=utcnow().isoformat(),
@@ -329,28 +325,28 @@ class Builder:
             step_seconds=float(rng.uniform(0.01, 0.2)),
             evaluations=evaluations,
             forgotten_sample_ids=list(plan.forgotten),
-            task_states={plan.task: "learned"} if plan.kind == "learn" else {},
+            task_states={plan.task: "learned"} if plan.kind == RequestKind.LEARN else {},
             certificate=cert,
         )
 
     def drain_round(self) -> None:
-        claims = self.ledger.claim_many(self.owner, 600.0, limit=len(self.states))
+        claims = self.ledger.queue.claim_many(self.owner, 600.0, limit=len(self.states))
         results = []
         for claim in claims:
             plan = self.plans[claim.request.id]
-            if plan.end == APPLIED:
-                results.append(StepResult(claim, APPLIED, base_version=plan.state.version,
+            if plan.end == RequestStatus.APPLIED:
+                results.append(StepResult(claim, RequestStatus.APPLIED, base_version=plan.state.version,
                                           outcome=self.outcome(claim, plan, plan.state.version + 1)))
             else:
                 results.append(StepResult(claim, plan.end, error=f"bench: the step ended {plan.end}"))
-        committed = self.ledger.commit_steps(results)
+        committed = self.ledger.queue.commit_steps(results)
         for result, done in zip(results, committed):
             plan = self.plans.pop(result.claim.request.id)
             if done.lost is not None:
                 raise RuntimeError(f"commit_steps lost request {done.request_id}: {done.lost}")
             st = plan.state
-            if result.status != APPLIED:
-                if plan.kind == "learn" and plan.task not in st.learned \
+            if result.status != RequestStatus.APPLIED:
+                if plan.kind == RequestKind.LEARN and plan.task not in st.learned \
                         and self.ledger.task(st.model.id, plan.task) is None:
                     st.tasks.discard(plan.task)
                 continue
@@ -358,7 +354,7 @@ class Builder:
             if done.version is None or done.version.version != st.version:
                 raise RuntimeError(f"request {done.request_id} committed as {done.version}, expected version "
                                    f"{st.version}")
-            if plan.kind == "learn":
+            if plan.kind == RequestKind.LEARN:
                 st.learned.add(plan.task)
                 for sid, subject in plan.samples:
                     st.add(sid, subject)
@@ -495,7 +491,7 @@ def scale(args, root: Path) -> dict:
     opened = []
     try:
         if args.postgres:
-            from tests.postgres import PostgresServer
+            from lifecycle.testing.postgres import PostgresServer
 
             server = PostgresServer()
             if not server.available:

@@ -6,7 +6,7 @@
     .venv/bin/python bench/erasure_scale.py --skip-scale --overhead-repeats 20   # only the A/B overhead
 
 Part 1, the service under steady load on PostgreSQL (a throwaway server from
-``tests/postgres.py``; one model, strategy ``analytic`` with width 64 on 64
+``lifecycle/testing/postgres.py``; one model, strategy ``analytic`` with width 64 on 64
 random float32 features, so steps are cheap and the figures are the
 service's, not the strategy's). A submitter thread sends requests at a fixed
 rate (``--rate``, default 2/s), ``--forget-share`` of them (default half)
@@ -96,8 +96,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from sqlalchemy import func, select, text  # noqa: E402
 
@@ -107,7 +105,6 @@ from lifecycle.api import Lifecycle  # noqa: E402
 from lifecycle.errors import LifecycleError  # noqa: E402
 from lifecycle.signing import Signer  # noqa: E402
 from lifecycle.vault import Vault  # noqa: E402
-from lifecycle.worker import Worker  # noqa: E402
 from lifecycle.store.artifacts import ArtifactStore  # noqa: E402
 from lifecycle.migrations.migrate import open_engine  # noqa: E402
 from lifecycle.store.errors import ArtifactMissing  # noqa: E402
@@ -115,7 +112,7 @@ from lifecycle.store.identity import IdKey, normalise  # noqa: E402
 from lifecycle.store.keystore import KeyStore  # noqa: E402
 from lifecycle.store.ledger import Ledger  # noqa: E402
 from lifecycle.store.schema import EventRow, ModelVersionRow, RequestRow, SampleRow, TombstoneRow  # noqa: E402
-from tests.postgres import PostgresServer, find_bin  # noqa: E402
+from lifecycle.testing.postgres import PostgresServer, find_bin  # noqa: E402
 
 MODEL = "erasure"
 TASK = "stream"
@@ -851,7 +848,7 @@ def overhead(args) -> dict:
         base = Lifecycle(Ledger(open_engine(base_url)), PlainVault(ArtifactStore(root / "plain.db.artifacts")),
                          Signer(signer_key), PlainIds())
         sides = {"real": real, "plain": base}
-        workers = {name: Worker(lc) for name, lc in sides.items()}
+        workers = {name: lc.worker() for name, lc in sides.items()}
         g = np.random.default_rng([args.seed, 9])
         probe = (g.random((PROBE_ROWS, N_FEATURES), dtype=np.float32), g.integers(0, N_CLASSES, PROBE_ROWS))
 

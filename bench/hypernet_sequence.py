@@ -37,20 +37,29 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-import lifecycle
-from lifecycle.datasets import permuted_mnist5k, split_digits
-from lifecycle.relapse import end_of_run_relapse, relapse, spill
-from lifecycle.strategies import ForgetSet, TaskData
-from lifecycle.strategies.hypernet import HypernetConfig
-from lifecycle.strategies.hypernet.model import HypernetStrategy
+if __package__ in (None, ""):  # run as a file: the checkout root, for `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import lifecycle  # noqa: E402
+from bench.reference import Retrain  # noqa: E402
+from bench.sequence import Op, parse_sequence  # noqa: E402
+from bench.streams import load_stream  # noqa: E402
+from lifecycle.relapse import end_of_run_relapse, relapse, spill  # noqa: E402
+from lifecycle.strategies import ForgetSet, TaskData  # noqa: E402
+from lifecycle.strategies.hypernet import HypernetConfig  # noqa: E402
+from lifecycle.strategies.hypernet.model import HypernetStrategy  # noqa: E402
+
+STREAMS = {"pmnist": "permuted-mnist5k", "digits": "split-digits"}  # short name: bench.streams name
 SEQUENCES = {
     # name: (stream, number of tasks, operations)
     "pmnist-main": ("pmnist", 5, "L0 L1 L2 U1 L3 U0 L4"),
@@ -69,43 +78,25 @@ METHODS = ["hypernet", "learn-only", "retrain", "fine-tune", "discard"]
 TARGETS = {"dRA": 3.0, "FA-chance": 2.0, "spill": 1.0, "relapse": 2.0, "forget_s": 2.0}
 
 
-@dataclass(frozen=True)
-class Op:
-    kind: str  # "L" or "U"
-    task: int
-    part: int  # which share of the task's training data a learn uses
-
-
-def parse(ops: str) -> list[Op]:
-    """Operations with the data share each learn uses: a task learned k times gets k disjoint shares."""
-    parsed, learns, active = [], {}, set()
-    for token in ops.split():
-        kind, task = token[0], int(token[1:])
-        if kind == "L":
-            parsed.append(Op("L", task, learns.get(task, 0)))
-            learns[task] = learns.get(task, 0) + 1
-            active.add(task)
-        elif kind == "U":
-            if task not in active:
-                raise ValueError(f"sequence forgets task {task}, which is not learned at that point")
-            parsed.append(Op("U", task, -1))
-            active.discard(task)
-        else:
-            raise ValueError(f"unknown operation {token!r}")
-    return parsed
-
-
-def shares(ops: list[Op]) -> dict[int, int]:
-    count: dict[int, int] = {}
+def shares(ops: tuple[Op, ...]) -> list[tuple[int, int]]:
+    """Per step, the share of its task's training data a learn uses and how many shares there are:
+    a task learned k times gets k disjoint shares. Forgets get (-1, 0)."""
+    total = Counter(op.task for op in ops if op.learns)
+    done: Counter[int] = Counter()
+    out = []
     for op in ops:
-        if op.kind == "L":
-            count[op.task] = count.get(op.task, 0) + 1
-    return count
+        if op.learns:
+            out.append((done[op.task], total[op.task]))
+            done[op.task] += 1
+        else:
+            out.append((-1, 0))
+    return out
 
 
-def learn_data(task, op: Op, n_shares: int):
-    rows = np.array_split(np.arange(len(task.y)), n_shares)[op.part]
-    ids = tuple(f"{task.name}/{op.part}/{i}" for i in rows)
+def learn_data(task, share: tuple[int, int]):
+    part, n_shares = share
+    rows = np.array_split(np.arange(len(task.y)), n_shares)[part]
+    ids = tuple(f"{task.name}/{part}/{i}" for i in rows)
     return task.X[rows], task.y[rows], ids
 
 
@@ -183,31 +174,20 @@ class MultiHeadNet:
         return heads[logits.argmax(dim=1).numpy()]
 
 
-class Retrain:
-    """Exact unlearning by retraining from scratch on what is retained, after every request."""
+def retrain(net: MultiHeadNet) -> Retrain:
+    """Exact unlearning: the net retrained from scratch, jointly, on the retained tasks after every request."""
 
-    def __init__(self, net: MultiHeadNet) -> None:
-        self.net, self.data = net, {}
-
-    def learn(self, task: int, X, y) -> None:
-        previous = self.data.get(task, (X[:0], y[:0]))
-        self.data[task] = (np.concatenate([previous[0], X]), np.concatenate([previous[1], y]))
-        self._refit()
-
-    def forget(self, task: int) -> None:
-        del self.data[task]
-        self._refit()
-
-    def _refit(self) -> None:
+    def refit(parts):
         # The head of a forgotten task must not keep what it learned either.
-        kept = {t: self.net.classes[t] for t in self.net.classes if t not in self.data}
-        self.net.reset()
-        self.net.classes = kept
-        if self.data:
-            self.net.fit([(t, X, y) for t, (X, y) in sorted(self.data.items())])
+        retained = {task for task, _, _ in parts}
+        kept = {t: classes for t, classes in net.classes.items() if t not in retained}
+        net.reset()
+        net.classes = kept
+        if parts:
+            net.fit(sorted(parts, key=lambda part: part[0]))
+        return net
 
-    def predict(self, X, task: int) -> np.ndarray:
-        return self.net.predict(X, task)
+    return Retrain(refit)
 
 
 class FineTune:
@@ -251,18 +231,17 @@ class Run:
     findings: int | None = None
 
 
-def run_ledger(stream, ops: list[Op], config: dict, n_classes: int, workdir: str) -> Run:
+def run_ledger(stream, ops: tuple[Op, ...], config: dict, n_classes: int, workdir: str) -> Run:
     # A throwaway key: bench certificates must not be signed with the operator's.
     lc = lifecycle.connect(f"sqlite:///{os.path.join(workdir, 'ledger.db')}",
                            signing_key=os.path.join(workdir, "signing-key.pem"))
     lc.create_model("bench", strategy="hypernet", n_features=stream[0].X.shape[1], n_classes=n_classes, config=config)
     index = {t.name: i for i, t in enumerate(stream)}
-    n_shares = shares(ops)
     run = Run([], [], [])
-    for op in ops:
+    for op, share in zip(ops, shares(ops)):
         task = stream[op.task]
-        if op.kind == "L":
-            X, y, ids = learn_data(task, op, n_shares[op.task])
+        if op.learns:
+            X, y, ids = learn_data(task, share)
             request = lc.learn("bench", task=task.name, X=X, y=y, sample_ids=list(ids),
                                probe=(task.X_probe, task.y_probe))
         else:
@@ -270,24 +249,23 @@ def run_ledger(stream, ops: list[Op], config: dict, n_classes: int, workdir: str
         lc.drain("bench")
         done = lc.status(request.id)
         if done.status != "applied":
-            raise RuntimeError(f"{op.kind}{op.task} ended {done.status}: {done.error}")
-        (run.learn_s if op.kind == "L" else run.forget_s).append(done.step_seconds)
+            raise RuntimeError(f"{op} ended {done.status}: {done.error}")
+        (run.learn_s if op.learns else run.forget_s).append(done.step_seconds)
         step = next(s for s in lc.history("bench") if s.request.id == request.id)
         run.acc.append({index[e.task]: e.accuracy for e in step.evaluations})
     run.findings = len(lc.relapse("bench"))
     return run
 
 
-def run_in_process(method, stream, ops: list[Op], skip_forgets: bool = False) -> Run:
-    n_shares = shares(ops)
+def run_in_process(method, stream, ops: tuple[Op, ...], skip_forgets: bool = False) -> Run:
     seen: list[int] = []
     run = Run([], [], [])
-    for op in ops:
-        if op.kind == "U" and skip_forgets:
+    for op, share in zip(ops, shares(ops)):
+        if not op.learns and skip_forgets:
             continue
         started = time.perf_counter()
-        if op.kind == "L":
-            method.learn(op.task, *learn_data(stream[op.task], op, n_shares[op.task])[:2])
+        if op.learns:
+            method.learn(op.task, *learn_data(stream[op.task], share)[:2])
             run.learn_s.append(time.perf_counter() - started)
             seen += [op.task] if op.task not in seen else []
         else:
@@ -300,7 +278,7 @@ def run_in_process(method, stream, ops: list[Op], skip_forgets: bool = False) ->
 # ---------------------------------------------------------------- metrics
 
 
-def metrics(run: Run, ops: list[Op], chance: float) -> dict[str, float]:
+def metrics(run: Run, ops: tuple[Op, ...], chance: float) -> dict[str, float]:
     """RA, FA, spill, relapse (paper and one-sided) and swing, in accuracy points."""
     end = run.acc[-1]
     state: dict[int, str] = {}
@@ -311,11 +289,11 @@ def metrics(run: Run, ops: list[Op], chance: float) -> dict[str, float]:
         for t, s in state.items():
             if s == "forgotten" and t != op.task:
                 swing = max(swing, abs(run.acc[k][t] - run.acc[k - 1][t]))
-        if op.kind == "U":
+        if not op.learns:
             before = {t: a for t, a in run.acc[k - 1].items() if state.get(t) == "active" and t != op.task}
             spills.append(spill(before, run.acc[k]))
             forgot_at[op.task] = k
-        state[op.task] = "active" if op.kind == "L" else "forgotten"
+        state[op.task] = "active" if op.learns else "forgotten"
     retained = [t for t, s in state.items() if s == "active"]
     forgotten = [t for t, s in state.items() if s == "forgotten"]
     after = {t: run.acc[forgot_at[t]][t] for t in forgotten}
@@ -332,30 +310,24 @@ def metrics(run: Run, ops: list[Op], chance: float) -> dict[str, float]:
     }
 
 
-def learn_only_ra(run: Run, ops: list[Op]) -> float:
+def learn_only_ra(run: Run, ops: tuple[Op, ...]) -> float:
     """The learn-only run's final accuracy on the tasks the full sequence retains at the end."""
     state = {}
     for op in ops:
-        state[op.task] = "active" if op.kind == "L" else "forgotten"
+        state[op.task] = "active" if op.learns else "forgotten"
     return 100 * float(np.mean([run.acc[-1][t] for t, s in state.items() if s == "active"]))
 
 
 # ---------------------------------------------------------------- driver
 
 
-def load_stream(kind: str, n_tasks: int, seed: int):
-    if kind == "pmnist":
-        return permuted_mnist5k(n_tasks=n_tasks, seed=seed)
-    return split_digits(n_tasks=n_tasks, seed=seed)
-
-
 def run_sequence(name: str, seeds: list[int], config: dict) -> None:
     kind, n_tasks, text = SEQUENCES[name]
-    ops = parse(text)
+    ops = parse_sequence(text, n_tasks)
     per_method: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
     tables: list[list[dict[int, float]]] = []
     for seed in seeds:
-        stream, n_classes = load_stream(kind, n_tasks, seed), 10
+        stream, n_classes = load_stream(STREAMS[kind], n_tasks, seed), 10
         chance = 1.0 / len(np.unique(stream[0].y))
         names = [t.name for t in stream]
         cfg = {**config, "seed": seed}
@@ -371,7 +343,7 @@ def run_sequence(name: str, seeds: list[int], config: dict) -> None:
                                          "learn s": float(np.mean(learn_only.learn_s))})
         net = lambda: MultiHeadNet(hcfg, n_features, n_classes, n_tasks, seed)  # noqa: E731
         for method, runner in (
-            ("retrain", Retrain(net())),
+            ("retrain", retrain(net())),
             ("fine-tune", FineTune(net())),
             ("discard", OnHypernet(DiscardEmbedding(hcfg, n_features, n_classes), names)),
         ):
@@ -391,7 +363,7 @@ def print_sequence(name, kind, n_tasks, text, ops, tables, per_method, chance, n
     print(header)
     state: dict[int, str] = {}
     for k, op in enumerate(ops):
-        state[op.task] = "active" if op.kind == "L" else "forgotten"
+        state[op.task] = "active" if op.learns else "forgotten"
         cells = []
         for t in range(n_tasks):
             if t not in state:
@@ -399,7 +371,7 @@ def print_sequence(name, kind, n_tasks, text, ops, tables, per_method, chance, n
                 continue
             value = 100 * np.mean([table[k][t] for table in tables])
             cells.append(f"{f'({value:.1f})' if state[t] == 'forgotten' else f'{value:.1f}':>7}")
-        print(f"{op.kind + str(op.task):>6} " + " ".join(cells))
+        print(f"{str(op):>6} " + " ".join(cells))
 
     columns = ["RA", "FA", "spill", "relapse", "1-sided", "swing", "learn s", "forget s", "findings"]
     print(f"\n{'method':<11}" + "".join(f"{c:>9}" for c in columns))

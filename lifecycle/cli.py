@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lifecycle.errors import LifecycleError
+from lifecycle.errors import BenchUnavailable, LifecycleError
 from lifecycle.store.errors import LedgerError
+from lifecycle.store.records import RequestStatus, Role
 
 app = typer.Typer(help="lifecycle: continual learn/unlearn lifecycle manager.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -294,7 +295,7 @@ def status(
     if request_id:
         reqs = [lc.status(request_id)]
     else:
-        reqs = lc.requests(model, ["queued", "running"] if open_only else None)
+        reqs = lc.requests(model, [RequestStatus.QUEUED, RequestStatus.RUNNING] if open_only else None)
     now = dt.datetime.now(dt.timezone.utc)
 
     def overdue(r):
@@ -308,8 +309,7 @@ def status(
     # columns one plain line per request (it greps, and nothing is cut); --json has every field.
     lines = []
     for r in reqs:
-        target = r.target.get("task") or (f"{len(r.target['samples'])} sample(s)" if "samples" in r.target else
-                                          "subject " + r.target.get("subject_hash", "")[:8])
+        target = r.describe_target()
         due = "" if r.due_at is None or r.done else f", due {r.due_at.strftime('%Y-%m-%d')}"
         lines.append([r.id, r.model, r.status + (" OVERDUE" if overdue(r) else ""), f"{r.kind} {target}{due}",
                       str(r.attempt), _fmt_time(r.received_at),
@@ -336,8 +336,8 @@ def history(model: str = typer.Option(..., help="Model name."), db: Optional[str
         cells = []
         for t in tasks:
             e = accs.get(t)
-            cells.append("" if e is None else f"{e.accuracy:.3f}" + (" (F)" if e.role == "forgotten" else ""))
-        target = st.request.target.get("task") or ("samples" if "samples" in st.request.target else "subject")
+            cells.append("" if e is None else f"{e.accuracy:.3f}" + (" (F)" if e.role == Role.FORGOTTEN else ""))
+        target = st.request.describe_target()
         table.add_row("" if st.version is None else str(st.version), st.request.kind, target, st.request.status,
                       "" if st.request.step_seconds is None else f"{st.request.step_seconds:.3f}", *cells)
     console.print(table)
@@ -380,9 +380,27 @@ def report(model: str = typer.Option(..., help="Model name."),
     console.print(f"report written: {paths.html} and {paths.json}", highlight=False, soft_wrap=True)
 
 
+def _bench_harness():
+    """``bench.harness`` from the checkout this package runs from (``bench/`` beside ``lifecycle/``)."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "harness.py").is_file():
+        raise BenchUnavailable(f"`lifecycle bench` ships with the source checkout, not with the installed package "
+                               f"(no bench/harness.py beside {Path(__file__).resolve().parent}): run it from a "
+                               "clone installed with `pip install -e .`")
+    if str(root) not in sys.path:
+        sys.path.append(str(root))
+    harness = importlib.import_module("bench.harness")
+    if Path(harness.__file__).resolve().parent != root / "bench":
+        raise BenchUnavailable(f"another `bench` package ({Path(harness.__file__).parent}) shadows the checkout's "
+                               f"({root / 'bench'})")
+    return harness
+
+
 @app.command()
 def bench(
-    stream: str = typer.Option("split-digits", help="split-digits or permuted-mnist5k."),
+    stream: str = typer.Option("split-digits", help="split-digits, permuted-mnist5k or split-mnist5k."),
     sequence: str = typer.Option("L0 L1 L2 U1 L3 U0 L4", help="Ln learns task n, Un forgets it."),
     strategies: str = typer.Option("all", help="Comma-separated registered strategies, or 'all'."),
     baselines: str = typer.Option("naive,ewc,replay,lwf", help="Comma-separated Avalanche baselines ('' for none)."),
@@ -393,7 +411,7 @@ def bench(
 ):
     """Run one request sequence through every strategy (real ledger and worker), the Avalanche
     baselines and a retrain-from-scratch reference; print and write the comparison."""
-    from lifecycle.bench import run_bench
+    run_bench = _bench_harness().run_bench
 
     def names(text: str) -> list[str]:
         return [n.strip() for n in text.split(",") if n.strip()]

@@ -84,7 +84,12 @@ class NotRepairable(LifecycleError):
     """The model cannot be rebuilt from what is stored; the message says what to restore or roll back to."""
 
 
+class BenchUnavailable(LifecycleError):
+    """The comparative bench is research tooling: it ships with the source checkout, not the package."""
+
+
 __all__ = [
+    "BenchUnavailable",
     "AlreadyForgotten",
     "ArtifactCorrupt",
     "ArtifactMissing",

@@ -25,8 +25,8 @@ import numpy as np
 from lifecycle import strategies
 from lifecycle import metrics
 from lifecycle.api import Lifecycle
-from lifecycle.store.ledger import utcnow
-from lifecycle.store.records import APPLIED, FAILED, QUEUED, REJECTED, RUNNING, Request
+from lifecycle.store.clock import utcnow
+from lifecycle.store.records import Request, RequestKind, RequestStatus, TaskState
 
 # A ledger can hold many thousands of requests; the page lists the latest ones
 # and the JSON keeps them all.
@@ -84,7 +84,7 @@ def build_report(lc: Lifecycle, model: str, now: dt.datetime | None = None) -> d
         "timeline": {
             "versions": list(matrix.versions),
             "kinds": list(matrix.kinds),
-            "targets": [_target_text(by_id[rid].target) for rid in matrix.request_ids],
+            "targets": [by_id[rid].describe_target() for rid in matrix.request_ids],
             "tasks": list(matrix.tasks),
             "accuracy": matrix.acc,
             "roles": _roles(matrix),
@@ -109,9 +109,9 @@ def build_report(lc: Lifecycle, model: str, now: dt.datetime | None = None) -> d
         ],
         "open_requests": _open_requests(requests, now),
         "unapplied": [
-            {"id": r.id, "seq": r.seq, "kind": r.kind, "target": _target_text(r.target), "status": r.status,
+            {"id": r.id, "seq": r.seq, "kind": r.kind, "target": r.describe_target(), "status": r.status,
              "attempt": r.attempt, "error": r.error, "received_at": r.received_at, "finished_at": r.finished_at}
-            for r in requests if r.status in (FAILED, REJECTED)
+            for r in requests if r.status in (RequestStatus.FAILED, RequestStatus.REJECTED)
         ],
         "requests": [_request_times(r) for r in requests],
         "request_summary": _time_summary(requests),
@@ -151,10 +151,10 @@ def _forgotten_rows(matrix, requests, findings, tasks, threshold) -> list[dict[s
     column = {t: k for k, t in enumerate(matrix.tasks)}
     paper = metrics.relapse_paper(matrix.acc, matrix.forgotten)
     one_sided = metrics.relapse_one_sided(matrix.acc, matrix.forgotten, matrix.chance)
-    by_version = {r.result_version: r for r in requests if r.status == APPLIED}
+    by_version = {r.result_version: r for r in requests if r.status == RequestStatus.APPLIED}
     rows = []
     for t in tasks.values():
-        if t.state != "forgotten" or t.name not in column:
+        if t.state != TaskState.FORGOTTEN or t.name not in column:
             continue
         k = column[t.name]
         step = row_of_version.get(t.forgotten_at_version)
@@ -178,11 +178,11 @@ def _forgotten_rows(matrix, requests, findings, tasks, threshold) -> list[dict[s
     by_id = {r.id: r for r in requests}
     for step, request_id in enumerate(matrix.request_ids):
         r = by_id[request_id]
-        if r.kind != "forget" or "task" in r.target:
+        if r.kind != RequestKind.FORGET or "task" in r.target:
             continue
         rows.append({
-            "unit": "subject" if "subject_hash" in r.target else "samples",
-            "target": _target_text(r.target),
+            "unit": r.forget_target.unit,
+            "target": r.describe_target(),
             "request_id": r.id,
             "forgotten_at_version": r.result_version,
             # a subject or a list of samples has no probe set of its own
@@ -194,9 +194,9 @@ def _forgotten_rows(matrix, requests, findings, tasks, threshold) -> list[dict[s
 
 
 def _open_requests(requests: list[Request], now: dt.datetime) -> list[dict[str, Any]]:
-    open_ = sorted((r for r in requests if r.status in (QUEUED, RUNNING)), key=lambda r: (r.received_at, r.seq))
+    open_ = sorted((r for r in requests if r.status in (RequestStatus.QUEUED, RequestStatus.RUNNING)), key=lambda r: (r.received_at, r.seq))
     return [
-        {"id": r.id, "seq": r.seq, "kind": r.kind, "target": _target_text(r.target), "status": r.status,
+        {"id": r.id, "seq": r.seq, "kind": r.kind, "target": r.describe_target(), "status": r.status,
          "received_at": r.received_at, "age_s": (now - r.received_at).total_seconds(), "due_at": r.due_at,
          "overdue": r.due_at is not None and r.due_at < now}
         for r in open_
@@ -207,7 +207,7 @@ def _request_times(r: Request) -> dict[str, Any]:
     def seconds(a, b):
         return (b - a).total_seconds() if a is not None and b is not None else None
 
-    return {"seq": r.seq, "id": r.id, "kind": r.kind, "target": _target_text(r.target), "status": r.status,
+    return {"seq": r.seq, "id": r.id, "kind": r.kind, "target": r.describe_target(), "status": r.status,
             "version": r.result_version, "attempt": r.attempt, "received_at": r.received_at,
             "started_at": r.started_at, "finished_at": r.finished_at,
             "wait_s": seconds(r.received_at, r.started_at), "step_s": r.step_seconds,
@@ -216,8 +216,8 @@ def _request_times(r: Request) -> dict[str, Any]:
 
 def _time_summary(requests: list[Request]) -> list[dict[str, Any]]:
     out = []
-    for kind in ("learn", "forget"):
-        done = [_request_times(r) for r in requests if r.kind == kind and r.status == APPLIED]
+    for kind in (RequestKind.LEARN, RequestKind.FORGET):
+        done = [_request_times(r) for r in requests if r.kind == kind and r.status == RequestStatus.APPLIED]
         steps = [d["step_s"] for d in done if d["step_s"] is not None]
         totals = [d["total_s"] for d in done if d["total_s"] is not None]
         out.append({
@@ -231,84 +231,349 @@ def _time_summary(requests: list[Request]) -> list[dict[str, Any]]:
     return out
 
 
-def _target_text(target: dict[str, Any]) -> str:
-    if "task" in target:
-        return f"task {target['task']}"
-    if "subject_hash" in target:
-        return f"subject {target['subject_hash'][:12]}"
-    if "samples" in target:
-        return f"{len(target['samples'])} samples"
-    return json.dumps(target, sort_keys=True)
-
-
 # ---- plots ---------------------------------------------------------------------------------
+
+# What a cell of the retained-task heat map stands for. Only RETAINED cells carry a number:
+# an accuracy measured while a task was forgotten on purpose, or before it was learned, is
+# not a retained accuracy and is drawn as a blank, never as 0.00.
+RETAINED, FORGOTTEN, NOT_LEARNED, NOT_EVALUATED = "retained", "forgotten", "not learned yet", "not evaluated"
+
+# y range of a plot with nothing to show, and of the panel of forgotten tasks
+FULL_RANGE = (-0.03, 1.03)
+
+_CELL_STYLE = {  # how a blank heat-map cell is drawn, and named in the legend
+    FORGOTTEN: {"facecolor": "#d9d9d9", "edgecolor": "#8c8c8c", "hatch": "///"},
+    NOT_LEARNED: {"facecolor": "white", "edgecolor": "#bfbfbf", "hatch": None},
+    NOT_EVALUATED: {"facecolor": "#f2f2f2", "edgecolor": "#bfbfbf", "hatch": ".."},
+}
+
+
+@dataclass(frozen=True)
+class MatrixCells:
+    """The heat map's data: accuracies of retained tasks, masked wherever the task was not retained."""
+
+    tasks: list[str]
+    versions: list[int]
+    accuracy: np.ma.MaskedArray  # (versions, tasks); masked unless state is RETAINED with a number
+    state: np.ndarray  # (versions, tasks) of RETAINED, FORGOTTEN, NOT_LEARNED, NOT_EVALUATED
+
+
+def accuracy_limits(values, chance: float | None = None, pad: float = 0.1,
+                    min_span: float = 0.04) -> tuple[float, float]:
+    """An axis range that encloses ``values`` (accuracies in 0..1) with a margin, not a fixed 0..1.
+
+    The range is at least ``min_span`` wide, so a flat line does not turn
+    rounding noise into a cliff, and gets ``pad`` of its width as a margin
+    on each side. Chance is brought into view when it lies below the data by
+    no more than the data's own spread: then how far above guessing the
+    tasks are is worth seeing; further down it would squash the differences
+    between them flat again. NaNs are ignored; no values gives ``FULL_RANGE``.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return FULL_RANGE
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < min_span:
+        middle = (lo + hi) / 2
+        lo, hi = middle - min_span / 2, middle + min_span / 2
+        if hi > 1.0:
+            lo, hi = lo - (hi - 1.0), 1.0
+        if lo < 0.0:
+            lo, hi = 0.0, hi - lo
+    if chance is not None and math.isfinite(chance) and chance < lo and lo - chance <= hi - lo:
+        lo = float(chance)
+    margin = pad * (hi - lo)
+    return lo - margin, hi + margin
+
+
+def timeline_limits(data: dict[str, Any]) -> tuple[float, float]:
+    """The y range of the timeline's retained panel: from the accuracies of tasks while retained."""
+    tl = data["timeline"]
+    acc = np.asarray(tl["accuracy"], dtype=float)
+    if acc.size == 0:
+        return FULL_RANGE
+    kept = np.array([[r == RETAINED for r in row] for row in tl["roles"]], dtype=bool).reshape(acc.shape)
+    return accuracy_limits(acc[kept], chance=_chance_near(tl, kept))
+
+
+def _chance_near(tl: dict[str, Any], kept: np.ndarray) -> float | None:
+    """The highest chance level among the tasks the panel shows (the one nearest their accuracies)."""
+    chance = np.asarray(tl.get("chance", []), dtype=float)
+    if chance.size != kept.shape[1]:
+        return None
+    shown = chance[kept.any(axis=0) & np.isfinite(chance)]
+    return float(shown.max()) if shown.size else None
+
+
+def matrix_cells(data: dict[str, Any]) -> MatrixCells | None:
+    """The retained section's accuracy matrix with every cell not meant to be known masked.
+
+    A cell is kept only where the timeline's role of that task at that version
+    is ``retained``; a task's forgotten stretch (before a relearn) and the
+    versions before it was first learned are masked, whatever the probe said.
+    None when there is no cell at all.
+    """
+    sec, tl = data["retained"], data["timeline"]
+    acc = np.asarray(sec["accuracy"], dtype=float)
+    if acc.size == 0:
+        return None
+    column = {t: k for k, t in enumerate(tl["tasks"])}
+    row = {v: i for i, v in enumerate(tl["versions"])}
+    state = np.full(acc.shape, NOT_EVALUATED, dtype=object)
+    for j, task in enumerate(sec["tasks"]):
+        seen = False  # retained or forgotten at an earlier version: learned by now
+        for i, version in enumerate(sec["versions"]):
+            role = tl["roles"][row[version]][column[task]] if version in row and task in column else None
+            if role == RETAINED:
+                state[i, j] = RETAINED if math.isfinite(acc[i, j]) else NOT_EVALUATED
+            elif role == FORGOTTEN:
+                state[i, j] = FORGOTTEN
+            else:
+                state[i, j] = NOT_EVALUATED if seen else NOT_LEARNED
+            seen = seen or role in (RETAINED, FORGOTTEN)
+    masked = np.ma.masked_array(np.where(state == RETAINED, acc, np.nan), mask=state != RETAINED)
+    return MatrixCells(list(sec["tasks"]), list(sec["versions"]), masked, state)
+
+
+def short_label(name: str, width: int = 16) -> str:
+    """A task name cut in the middle to at most ``width`` characters, so both ends stay readable."""
+    name = str(name)
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2 + (width - 1) % 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def short_labels(names, width: int = 16) -> list[str]:
+    """Tick or legend labels of at most ``width`` characters that still tell the names apart.
+
+    Names that share a long beginning and end ("customer-07-scan",
+    "customer-08-scan") keep the part where they differ, widened with what
+    is around it while it fits, and mark each cut with "…". A distinct part
+    longer than ``width`` is itself cut in the middle.
+    """
+    names = [str(n) for n in names]
+    if all(len(n) <= width for n in names):
+        return names
+    lead = len(os.path.commonprefix(names)) if len(names) > 1 else 0
+    trail = len(os.path.commonprefix([n[::-1] for n in names])) if len(names) > 1 else 0
+    out = []
+    for name in names:
+        if len(name) <= width:
+            out.append(name)
+            continue
+        start = min(lead, len(name))
+        end = max(len(name) - trail, start)
+        if start == end:  # nothing of its own (a name that is a prefix of the others): cut in the middle
+            out.append(short_label(name, width))
+            continue
+
+        def label(a: int, b: int, name: str = name) -> str:
+            return ("…" if a > 0 else "") + name[a:b] + ("…" if b < len(name) else "")
+
+        if len(label(start, end)) > width:
+            inner = width - (start > 0) - (end < len(name))
+            out.append(("…" if start > 0 else "") + short_label(name[start:end], max(inner, 3))
+                       + ("…" if end < len(name) else ""))
+            continue
+        grew = True
+        while grew:  # widen left and right in turn while the label fits
+            grew = False
+            if start > 0 and len(label(start - 1, end)) <= width:
+                start, grew = start - 1, True
+            if end < len(name) and len(label(start, end + 1)) <= width:
+                end, grew = end + 1, True
+        out.append(label(start, end))
+    return out
+
+
+def _tick_fontsize(count: int) -> float:
+    return 9 if count <= 10 else 8 if count <= 20 else 7 if count <= 40 else 6
+
+
+def _task_colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(k % cmap.N) for k in range(n)]
 
 
 def timeline_png(data: dict[str, Any]) -> bytes:
     """Every task's accuracy after every step; learns and forgets marked, findings circled."""
+    return figure_png(timeline_figure(data))
+
+
+def timeline_figure(data: dict[str, Any]):
+    """The timeline as a matplotlib Figure (see ``timeline_png``).
+
+    The top panel holds the tasks while retained, on a y range fitted to them
+    (``timeline_limits``); when a task has been forgotten, a lower panel shows
+    the tasks while forgotten on the full 0..1 range with their chance level,
+    which is where a relapse shows.
+    """
     from matplotlib.figure import Figure
 
     tl = data["timeline"]
-    fig = Figure(figsize=(10, 4.5), dpi=100)
-    ax = fig.add_subplot()
     versions = np.array(tl["versions"], dtype=float)
-    acc = np.asarray(tl["accuracy"], dtype=float)
+    acc = np.asarray(tl["accuracy"], dtype=float).reshape(len(versions), len(tl["tasks"]))
+    roles = np.array([[r or "" for r in row] for row in tl["roles"]], dtype=object).reshape(acc.shape)
+    kept, off = roles == RETAINED, roles == FORGOTTEN
+    chance = np.asarray(tl.get("chance", [np.nan] * len(tl["tasks"])), dtype=float)
+    colours = _task_colours(len(tl["tasks"]))
+    names = short_labels(tl["tasks"], 24)
+    two = bool((off & np.isfinite(acc)).any() or data["findings"])
+
+    fig = Figure(figsize=(10, 7 if two else 4.5), dpi=100)
+    if two:
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        top, bottom = fig.add_subplot(), None
+    fig.suptitle(f"{data['model']['name']}: accuracy of every task after every step")
     if len(versions) == 0:
-        ax.text(0.5, 0.5, "no applied steps yet", ha="center", va="center", transform=ax.transAxes)
-    for v, kind in zip(versions, tl["kinds"]):
-        ax.axvline(v, color="tab:green" if kind == "learn" else "tab:red", alpha=0.25,
-                   linestyle="-" if kind == "learn" else "--", linewidth=1.5)
-    for k, task in enumerate(tl["tasks"]):
-        roles = [row[k] for row in tl["roles"]]
-        (line,) = ax.plot(versions, acc[:, k], linestyle=":", linewidth=1, marker=".")
-        # solid while the task should be known, dotted while it is forgotten
-        kept = np.where([r == "retained" for r in roles], acc[:, k], np.nan)
-        ax.plot(versions, kept, color=line.get_color(), linewidth=2, label=task)
-    for f in data["findings"]:
-        ax.plot([f["version"]], [f["accuracy"]], marker="o", markersize=14, markerfacecolor="none",
-                markeredgecolor="red", markeredgewidth=2)
-        ax.annotate(f"relapse {f['task']}", (f["version"], f["accuracy"]), textcoords="offset points",
-                    xytext=(6, -14), color="red", fontsize=8)
-    ax.plot([], [], color="tab:green", alpha=0.4, label="learn step")
-    ax.plot([], [], color="tab:red", alpha=0.4, linestyle="--", label="forget step")
-    ax.plot([], [], marker="o", markerfacecolor="none", markeredgecolor="red", linestyle="", label="relapse finding")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("model version (one per applied request)")
-    ax.set_ylabel("probe accuracy")
-    ax.set_title(f"{data['model']['name']}: accuracy of every task after every step (dotted: forgotten)")
+        top.text(0.5, 0.5, "no applied steps yet", ha="center", va="center", transform=top.transAxes)
+    for ax in (top, bottom):
+        if ax is None:
+            continue
+        for v, kind in zip(versions, tl["kinds"]):
+            ax.axvline(v, color="tab:green" if kind == RequestKind.LEARN else "tab:red", alpha=0.25,
+                       linestyle="-" if kind == RequestKind.LEARN else "--", linewidth=1.5)
+        ax.grid(alpha=0.3)
+
+    # top: retained tasks only, broken where a task is not retained, on a range fitted to them
+    for k in range(len(tl["tasks"])):
+        if kept[:, k].any():
+            top.plot(versions, np.where(kept[:, k], acc[:, k], np.nan), color=colours[k], linewidth=2,
+                     marker="o", markersize=4, label=names[k])
+    lo, hi = timeline_limits(data)
+    top.set_ylim(lo, hi)
+    for c in sorted({float(c) for c in chance[kept.any(axis=0)] if math.isfinite(c) and lo <= c <= hi}):
+        top.axhline(c, color="0.4", linestyle="-.", linewidth=1)
+    zoomed = f"\n(axis from {lo:.2f}, not 0)" if lo > 0.05 else ""
+    top.set_ylabel(f"probe accuracy, retained tasks{zoomed}")
+    top.set_title("tasks while retained (solid; a gap is a forgotten or not yet learned stretch)", fontsize=10)
+
+    top.plot([], [], color="tab:green", alpha=0.4, label="learn step")
+    top.plot([], [], color="tab:red", alpha=0.4, linestyle="--", label="forget step")
+    if bottom is not None:
+        # bottom: tasks while forgotten, their whole history faint for context, on the full range
+        for k in np.flatnonzero(off.any(axis=0)):
+            bottom.plot(versions, acc[:, k], color=colours[k], linewidth=1, linestyle=":", alpha=0.7)
+            bottom.plot(versions, np.where(off[:, k], acc[:, k], np.nan), color=colours[k], linewidth=2,
+                        marker="x", markersize=7, label=f"{names[k]} (forgotten)")
+            if math.isfinite(chance[k]):
+                bottom.axhline(chance[k], color="0.4", linestyle="-.", linewidth=1)
+        right = versions.max() - 0.25 * (versions.max() - versions.min()) if len(versions) else 0
+        named = set()  # each relapsed task is named once; later findings of it are circled only
+        for f in data["findings"]:
+            bottom.plot([f["version"]], [f["accuracy"]], marker="o", markersize=14, markerfacecolor="none",
+                        markeredgecolor="red", markeredgewidth=2)
+            if f["task"] in named:
+                continue
+            named.add(f["task"])
+            late = f["version"] > right  # near the right edge: write the note to the left of the circle
+            name = names[tl["tasks"].index(f["task"])] if f["task"] in tl["tasks"] else short_label(f["task"])
+            bottom.annotate(f"relapse {name}", (f["version"], f["accuracy"]),
+                            textcoords="offset points", xytext=(-10 if late else 10, -14), color="red",
+                            fontsize=8, ha="right" if late else "left")
+        bottom.plot([], [], color="0.4", linestyle="-.", linewidth=1, label="chance")
+        if data["findings"]:
+            bottom.plot([], [], marker="o", markerfacecolor="none", markeredgecolor="red", linestyle="",
+                        label="relapse finding")
+        bottom.set_ylim(*FULL_RANGE)
+        bottom.set_ylabel("probe accuracy\n(forgotten tasks)")
+        bottom.set_title("tasks while forgotten (x; dotted: their whole history); above chance is relapse",
+                         fontsize=10)
+        bottom.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    elif any(math.isfinite(c) and lo <= c <= hi for c in chance):
+        top.plot([], [], color="0.4", linestyle="-.", linewidth=1, label="chance")
+    last = bottom if bottom is not None else top
+    last.set_xlabel("model version (one per applied request)")
     if len(versions):
-        ax.set_xticks(versions)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    ax.grid(alpha=0.3)
+        step = max(1, math.ceil(len(versions) / 20))
+        last.set_xticks(versions[::step])
+    top.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+               ncol=1 if len(tl["tasks"]) <= 16 else 2)
     fig.tight_layout()
-    return figure_png(fig)
+    return fig
 
 
 def matrix_png(data: dict[str, Any]) -> bytes | None:
     """Heat map of the accuracy matrix over retained tasks; None when there is nothing to show."""
-    from matplotlib.figure import Figure
+    fig = matrix_figure(data)
+    return None if fig is None else figure_png(fig)
 
-    section = data["retained"]
-    acc = np.asarray(section["accuracy"], dtype=float)
-    if acc.size == 0:
+
+def matrix_figure(data: dict[str, Any]):
+    """The heat map as a matplotlib Figure, or None (see ``matrix_png`` and ``matrix_cells``).
+
+    Colours span the retained accuracies actually seen, so tasks at 0.95 and
+    0.99 do not share one colour; cells not retained are hatched or blank
+    and named in the legend. Numbers are written into the cells only while
+    there are few enough of them to read.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
+    cells = matrix_cells(data)
+    if cells is None:
         return None
-    rows, cols = acc.shape
-    fig = Figure(figsize=(min(2 + 0.9 * cols, 12), min(1.5 + 0.35 * rows, 12)), dpi=100)
+    rows, cols = cells.accuracy.shape
+    labels = short_labels(cells.tasks)
+    longest = max(len(s) for s in labels)
+    rotation = 0 if longest <= 5 and cols <= 12 else 45 if cols <= 30 else 90
+    fig = Figure(figsize=(min(max(3.2 + 0.75 * cols, 6.0), 16.0),
+                          min(max(2.2 + 0.32 * rows + (0.06 * longest if rotation else 0), 3.5), 14.0)), dpi=100)
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(acc), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    if rows * cols <= 400:
+
+    lo, hi = accuracy_limits(cells.accuracy.compressed(), pad=0.0, min_span=0.02)
+    lo, hi = max(lo, 0.0), min(hi, 1.0)
+    norm = Normalize(vmin=lo, vmax=hi)
+    cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))
+    image = ax.imshow(cells.accuracy, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    for i in range(rows):
+        for k in range(cols):
+            style = _CELL_STYLE.get(cells.state[i, k])
+            if style is not None:
+                ax.add_patch(Rectangle((k - 0.5, i - 0.5), 1, 1, linewidth=0, **style))
+
+    if rows * cols <= 150 and cols <= 16:
+        values = cells.accuracy.compressed()
+        digits = 3 if values.size and float(values.max() - values.min()) < 0.1 else 2
+        size = 8 if cols <= 8 and rows <= 15 else 7 if cols <= 12 else 6
         for i in range(rows):
             for k in range(cols):
-                if not math.isnan(acc[i, k]):
-                    ax.text(k, i, f"{acc[i, k]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if acc[i, k] < 0.6 else "black")
-    ax.set_xticks(range(cols), section["tasks"], rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(rows), [f"v{v}" for v in section["versions"]], fontsize=8)
+                if cells.state[i, k] == RETAINED:
+                    a = float(cells.accuracy[i, k])
+                    ax.text(k, i, f"{a:.{digits}f}", ha="center", va="center", fontsize=size,
+                            color="white" if norm(a) < 0.55 else "black")
+
+    ax.set_xticks(range(cols), labels, fontsize=_tick_fontsize(cols), rotation=rotation,
+                  ha="right" if rotation == 45 else "center", rotation_mode="anchor" if rotation == 45 else "default")
+    ystep = max(1, math.ceil(rows / 40))
+    ax.set_yticks(range(0, rows, ystep), [f"v{v}" for v in cells.versions[::ystep]], fontsize=_tick_fontsize(rows))
+    ax.set_xticks(np.arange(cols + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(rows + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="minor", length=0)
     ax.set_xlabel("retained task")
     ax.set_ylabel("after version")
-    fig.colorbar(image, ax=ax, label="accuracy")
+    fig.suptitle("accuracy of the tasks retained now, after every version", fontsize=11)
+    bar = fig.colorbar(image, ax=ax)
+    bar.locator = MaxNLocator(6)
+    bar.formatter = FormatStrFormatter("%.2f" if hi - lo >= 0.05 else "%.3f")
+    bar.update_ticks()
+    bar.set_label(f"probe accuracy (colour scale {lo:.2f} to {hi:.2f})")
+    present = [s for s in (FORGOTTEN, NOT_LEARNED, NOT_EVALUATED) if (cells.state == s).any()]
+    if present:
+        handles = [Patch(label=s, linewidth=0.8, **_CELL_STYLE[s]) for s in present]
+        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(handles),
+                  fontsize=8, frameon=False, borderaxespad=0.3, handlelength=2.5, handleheight=1.2)
     fig.tight_layout()
-    return figure_png(fig)
+    return fig
 
 
 def figure_png(fig) -> bytes:
@@ -393,13 +658,22 @@ def _retained_html(data) -> list[str]:
     out.append(_img(png, "accuracy matrix over retained tasks", "matrix"))
     head = "".join(f"<th>{_e(t)}</th>" for t in sec["tasks"])
     out.append(f'<table id="matrix"><tr><th>version</th>{head}</tr>')
-    for v, row in zip(sec["versions"], np.asarray(sec["accuracy"], dtype=float)):
-        out.append(f"<tr><td>v{v}</td>" + "".join(f"<td>{_pct(a)}</td>" for a in row) + "</tr>")
+    cells = matrix_cells(data)
+    for i, (v, row) in enumerate(zip(sec["versions"], np.asarray(sec["accuracy"], dtype=float))):
+        out.append(f"<tr><td>v{v}</td>" + "".join(_matrix_cell_html(a, cells.state[i, k])
+                                                   for k, a in enumerate(row)) + "</tr>")
     out.append("<tr><th>learned at</th>" + "".join(
         f"<td>{'v' + str(v) if v is not None else '—'}</td>" for v in sec["learned_at_version"]) + "</tr>")
     out.append("<tr><th>forgetting</th>" + "".join(f"<td>{_pts(f)}</td>" for f in sec["forgetting"]) + "</tr>")
     out.append("</table>")
     return out
+
+
+def _matrix_cell_html(accuracy, state: str) -> str:
+    """A cell of the retained matrix table: a number only while the task was retained, as in the plot."""
+    if state == FORGOTTEN:
+        return f'<td class="muted" title="measured while forgotten: {_pct(accuracy)}">forgotten</td>'
+    return f"<td>{_pct(accuracy if state == RETAINED else float('nan'))}</td>"
 
 
 def _forgotten_html(data) -> list[str]:

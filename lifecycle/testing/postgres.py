@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for the test session (Debian's binaries).
+"""A throwaway PostgreSQL server for tests and benchmarks (Debian's binaries).
 
 ``initdb`` refuses to run as root, so as root the server runs as the
 ``postgres`` user, in a private temporary folder on a free port.
