@@ -3,7 +3,7 @@ VENV   := .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench postgres chromium clean
+.PHONY: demo test bench postgres chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,6 @@ chromium:
 
 test: $(STAMP) postgres chromium
 	$(VENV)/bin/pytest -q
-
-test-all: $(STAMP) postgres chromium
-	$(VENV)/bin/pytest -q -m ''
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/analytic_forget.py

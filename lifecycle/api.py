@@ -313,7 +313,7 @@ class Lifecycle:
         reason = validation.optional_text(reason, "reason")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
         key = None if idempotency_key is None else validation.name(idempotency_key, "idempotency_key")
-        received = utcnow()
+        received = self.ledger.clock()
         due = validation.due(due_at, received) if due_at is not None else received + dt.timedelta(days=m.forget_due_days)
         spec = strategies.get(m.strategy)
         if given[0] != "task" and spec.tags.forget_unit == "task":

@@ -135,10 +135,8 @@ class Service:
         A report that fails is logged and skipped: reports never stop the service.
         """
         from lifecycle.report import file_stem, write_report
-        from lifecycle.store.clock import utcnow
-
         written = []
-        stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = self.lc.ledger.clock().strftime("%Y%m%dT%H%M%S.%fZ")
         for m in self.lc.ledger.models():
             try:
                 latest = self.lc.ledger.latest_version(m.id)

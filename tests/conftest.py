@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from tests.postgres import PostgresServer
+from lifecycle.testing.postgres import PostgresServer
+from tests.helpers import ManualClock
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,3 +55,17 @@ def lc(db_url, tmp_path):
     import lifecycle
 
     return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
+
+
+@pytest.fixture
+def clock():
+    """A ledger clock that moves only when the test advances it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def clocked_lc(db_url, tmp_path, clock):
+    """Like ``lc``, with the queue's times (claims, leases, expiry, commits) read from ``clock``."""
+    import lifecycle
+
+    return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys", clock=clock)

@@ -16,7 +16,7 @@ import lifecycle
 from lifecycle.cli import app
 from lifecycle.validation import MAX_BATCH
 from tests.data import digits_tasks, learn_task, make_model
-from tests.lifecycle.test_submit_validation import snapshot
+from tests.helpers import snapshot
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

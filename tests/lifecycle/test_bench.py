@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +36,7 @@ def test_role_masks_follow_the_sequence():
 def test_a_small_bench_run(tmp_path, capsys):
     # analytic and whichever other strategy is registered (hypernet lands beside this)
     names = ["analytic", *[n for n in strategies.names() if n != "analytic"][:1]]
-    started = time.monotonic()
     result = run_bench("split-digits", "L0 L1 U0", names, tmp_path, quick=True, baselines=("naive",), progress=False)
-    elapsed = time.monotonic() - started
 
     rows = {r.method: r for r in result.rows}
     assert list(rows) == ["retrain", "naive", *names]
@@ -67,7 +64,6 @@ def test_a_small_bench_run(tmp_path, capsys):
     assert "| analytic | strategy | exact |" in result.markdown_path.read_text()
     assert result.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "analytic" in capsys.readouterr().out
-    assert elapsed < 60, f"the CI bench run took {elapsed:.0f} s"
 
 
 def test_the_retrain_reference_refits_on_what_is_retained_in_learn_order():

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,8 +11,8 @@ import lifecycle
 from lifecycle.cli import app
 from lifecycle.migrations import migrate
 from tests.data import digits_tasks, learn_task, make_model
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

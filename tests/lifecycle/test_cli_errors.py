@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "80", "LIFECYCLE_SIGNING_KEY": str(cwd / "keys" / "signing-key.pem")}

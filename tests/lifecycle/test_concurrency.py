@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lifecycle
-from tests.lifecycle.test_crash_and_shutdown import start_worker, wait_for
+from tests.helpers import start_worker, wait_for
 
 
 @pytest.mark.parametrize("claim_batch", [1, 3])
@@ -84,6 +84,13 @@ def test_claim_skips_a_model_whose_row_another_transaction_holds(pg_url, tmp_pat
     assert claim is not None and claim.request.id == requests["first"].id
 
 
+def waiting_for_a_lock(lc) -> int:
+    """Sessions of this database that PostgreSQL has waiting for a lock."""
+    with lc.ledger.engine.connect() as conn:  # a new transaction: pg_stat_activity is read afresh
+        return conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND wait_event_type = 'Lock'").scalar_one()
+
+
 def test_submit_takes_its_sequence_number_only_under_the_model_lock(pg_url, tmp_path):
     # Two submits to one model must commit in sequence order, or a worker could
     # apply the later one first; so a submit waits for the model lock before
@@ -100,7 +107,7 @@ def test_submit_takes_its_sequence_number_only_under_the_model_lock(pg_url, tmp_
         blocked = threading.Thread(target=submit, args=("first",))
         blocked.start()
         submit("second")
-        blocked.join(timeout=1.0)
+        wait_for(lambda: waiting_for_a_lock(lc) == 1, 30, "the first model's submit to wait for its lock")
         assert blocked.is_alive() and "first" not in done
         other.rollback()
     blocked.join(timeout=30)

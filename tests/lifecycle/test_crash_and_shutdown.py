@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 import lifecycle
 import tests.slow_strategy  # noqa: F401 (registers slow_analytic here too)
 from tests.data import accuracy_of, digits_tasks, learn_task
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def start_worker(db_url: str, artifacts: Path, *extra: str) -> subprocess.Popen:
-    code = "import tests.slow_strategy; from lifecycle.cli import main; main()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "serve", "--db", db_url, "--artifacts", str(artifacts), "--interval", "0.1",
-         *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from tests.helpers import start_worker, wait_for
 
 
 def test_sigkill_mid_step_loses_nothing_and_applies_once(db_url, tmp_path):

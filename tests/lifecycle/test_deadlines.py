@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -8,6 +9,7 @@ from typer.testing import CliRunner
 import lifecycle
 from lifecycle.cli import app
 from tests.data import digits_tasks, learn_task, make_model
+from tests.helpers import ManualClock
 
 
 def test_extending_a_deadline_is_explicit_and_audited(lc):
@@ -36,20 +38,22 @@ def test_extending_a_deadline_is_explicit_and_audited(lc):
 
 def test_status_lists_overdue_forgets_first(tmp_path):
     url = f"sqlite:///{tmp_path / 'l.db'}"
-    lc = lifecycle.connect(url)
+    # The requests are received an hour ago, rather than the test waiting for
+    # a deadline to pass: the command line reads the real time, and by that
+    # the forget due a second after it was received is long overdue.
+    clock = ManualClock(dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    lc = lifecycle.connect(url, clock=clock)
     make_model(lc)
     t0, t1, _ = digits_tasks()
     learn_task(lc, "digits", t0)
     learn_task(lc, "digits", t1)
     lc.drain()
     on_time = lc.forget("digits", task="0-1")
-    late = lc.forget("digits", task="2-3", due_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1))
-    import time
-
-    time.sleep(1.2)
+    late = lc.forget("digits", task="2-3", due_at=clock() + dt.timedelta(seconds=1))
+    assert late.received_at == on_time.received_at == clock()
+    assert lc.ledger.overdue_forgets(clock()) == 0
+    assert lc.ledger.overdue_forgets(clock.advance(2)) == 1  # the late one, two seconds on
     result = CliRunner().invoke(app, ["status", "--db", url, "--open", "--json"])
-    import json
-
     rows = json.loads(result.output)
     assert [r["id"] for r in rows] == [late.id, on_time.id]
     assert [r["overdue"] for r in rows] == [True, False]

@@ -16,6 +16,7 @@ from lifecycle.errors import AlreadyForgotten, TombstonedSample, UnknownSubject
 from lifecycle.vault import Erased
 from lifecycle.worker import Worker
 from tests.data import digits_tasks, learn_task, make_model
+from tests.helpers import wait_for
 
 
 def on_disk(lc) -> set[str]:
@@ -268,11 +269,7 @@ def test_the_service_purges_in_its_own_job(lc):
     try:
         lc.wait(req.id, timeout=60)
         model_id = lc.model("digits").id
-        deadline = threading.Event()
-        for _ in range(600):
-            if lc.ledger.purge_plan(model_id).empty:
-                break
-            deadline.wait(0.05)
+        wait_for(lambda: lc.ledger.purge_plan(model_id).empty, 30, "the service's purge job")
         assert lc.ledger.purge_plan(model_id).empty
         assert any(e.kind == "purged" for e in lc.ledger.events(model_id))
     finally:

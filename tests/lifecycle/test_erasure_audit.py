@@ -20,7 +20,6 @@ so finding nothing means absence, not a blind search.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import secrets
@@ -40,7 +39,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from numpy.lib.stride_tricks import sliding_window_view
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 import lifecycle
 from lifecycle import purge
@@ -48,13 +47,12 @@ from lifecycle.vault import Erased, Vault
 from lifecycle.worker import Worker
 from lifecycle.store.artifacts import ArtifactStore
 from lifecycle.store.errors import ArtifactMissing
-from lifecycle.store.clock import utcnow
 from lifecycle.store.records import Request
 from lifecycle.store.schema import ModelRow
 from lifecycle.strategies.analytic.model import AnalyticStrategy
 from tests.data import digits_tasks, make_model
+from tests.helpers import REPO, ManualClock
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "audited"
 KEY_BYTES = 32
 ZERO_KEY = bytes(KEY_BYTES)
@@ -404,7 +402,8 @@ def forget_alice_in_a_worker_killed_inside_its_purge(s: Scene) -> None:
 
     # the worker died holding the purge lease, its plan unrecorded
     with lc.ledger.engine.connect() as conn:
-        owner = conn.execute(select(ModelRow.purge_owner).where(ModelRow.id == mid)).scalar_one()
+        owner, lease_end = conn.execute(select(ModelRow.purge_owner, ModelRow.purge_until)
+                                        .where(ModelRow.id == mid)).one()
     assert owner == "doomed"
     plan = lc.ledger.purge_plan(mid)
     assert {(d, r) for _, d, r in plan.rows} == {s.pointers[i] for i in alice}
@@ -420,11 +419,14 @@ def forget_alice_in_a_worker_killed_inside_its_purge(s: Scene) -> None:
     assert purge.purge_model(lc.ledger, lc.vault, mid, "auditor") is None
     assert len(lc.ledger.purge_plan(mid).rows) == len(alice)
 
-    # the lease runs out (moved into the past rather than waited for); drain() finishes the purge
-    with lc.ledger.engine.begin() as conn:
-        conn.execute(update(ModelRow).where(ModelRow.id == mid)
-                     .values(purge_until=utcnow() - dt.timedelta(seconds=1)))
-    lc.drain()
+    # the lease runs out: a handle on the ledger whose clock is moved past the
+    # lease's end (rather than waited for) sees it; its drain() finishes the purge
+    clock = ManualClock(lease_end)
+    later = lifecycle.connect(s.url, artifacts=s.artifacts, keys=s.keys, clock=clock)
+    assert purge.purge_model(later.ledger, later.vault, mid, "auditor") is None  # the lease's last instant
+    clock.advance(1)
+    later.drain()
+    later.ledger.engine.dispose()
     assert lc.ledger.purge_plan(mid).empty
     for _, digest in plan.states:
         assert not lc.vault.exists(digest)

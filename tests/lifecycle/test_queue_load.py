@@ -8,7 +8,7 @@ import os
 import pytest
 
 from bench import queue_load
-from tests.postgres import PostgresServer
+from lifecycle.testing.postgres import PostgresServer
 
 
 @pytest.fixture

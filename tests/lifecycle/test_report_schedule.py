@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,12 @@ from lifecycle.cli import app
 from lifecycle.errors import InvalidConfig
 from lifecycle.service import Service
 from tests.data import digits_tasks, learn_task, make_model
+from tests.helpers import wait_for
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def ledger(lc):
+def _learn_and_forget(lc):
     make_model(lc)
     t0, t1, _ = digits_tasks()
     learn_task(lc, "digits", t0)
@@ -31,15 +30,23 @@ def ledger(lc):
     return lc
 
 
-def test_scheduled_reports_are_recorded_and_pruned(ledger, tmp_path):
+@pytest.fixture
+def ledger(lc):
+    return _learn_and_forget(lc)
+
+
+def test_scheduled_reports_are_recorded_and_pruned(clocked_lc, clock, tmp_path):
+    ledger = _learn_and_forget(clocked_lc)
     service = Service(ledger, reports_dir=tmp_path, keep_reports=2)
     for _ in range(3):
         assert len(service.write_reports()) == 1
-        time.sleep(0.01)  # distinct time stamps
+        clock.advance(1)  # distinct time stamps
     recorded = ledger.ledger.reports(ledger.model("digits").id)
     assert [r.model_version for r in recorded] == [3, 3, 3]
     runs = sorted((tmp_path / "digits").iterdir())
     assert len(runs) == 2  # the oldest was deleted, its ledger record stays
+    assert not Path(recorded[0].html_path).parent.exists()
+    assert [Path(r.html_path).parent for r in recorded[1:]] == runs
     latest = recorded[-1]
     html = Path(latest.html_path)
     assert html.parent == runs[-1]
@@ -57,9 +64,7 @@ def test_the_service_schedules_reports_beside_the_drain(ledger, tmp_path):
     service.start()
     try:
         assert {"drain", "relapse-reports"} <= {j.id for j in service.scheduler.get_jobs()}
-        deadline = time.monotonic() + 30
-        while not ledger.ledger.reports() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(ledger.ledger.reports, 30, "the first scheduled report")
     finally:
         service.stop()
     assert ledger.ledger.reports(), "no report written within 30 s"

@@ -3,8 +3,6 @@ retrain request, which the worker applies from retained data; on SQLite and Post
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -12,6 +10,7 @@ import lifecycle
 from lifecycle.service import Service
 from lifecycle.loading import load_strategy
 from tests.data import digits_tasks, learn_task
+from tests.helpers import wait_for
 
 # one sequence per shard: a deletion in a shard's first slice leaves it without a usable sequence
 CONFIG = {"n_shards": 2, "n_slices": 2, "continual_slices": 1, "n_sequences": 1, "hidden": 32, "rank": 8,
@@ -66,12 +65,11 @@ def test_service_drain_job_runs_the_retrain(lc):
     service = Service(lc, interval=0.05)
     service.start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def retrained_and_idle():
             reqs = lc.requests("s3t")
-            if any(r.kind == "retrain" and r.done for r in reqs) and all(r.done for r in reqs):
-                break
-            time.sleep(0.1)
+            return any(r.kind == "retrain" and r.done for r in reqs) and all(r.done for r in reqs)
+
+        wait_for(retrained_and_idle, 60, "the retrain to run and the queue to empty", poll=0.1)
     finally:
         service.stop()
     kinds = {r.kind: r.status for r in lc.requests("s3t")}

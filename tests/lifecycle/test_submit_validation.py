@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 import numpy as np
 import pytest
-from sqlalchemy import text
 
 from lifecycle import errors as E
 from tests.data import digits_tasks, learn_task, make_model
-
-
-def snapshot(lc):
-    """Every row of every ledger table, and every artifact file."""
-    tables = {}
-    with lc.ledger.engine.connect() as conn:
-        for name in ("models", "tasks", "samples", "requests", "model_versions", "evaluations",
-                     "relapse_findings", "tombstones", "certificates", "events"):
-            rows = conn.execute(text(f"SELECT * FROM {name} ORDER BY 1")).all()
-            tables[name] = [tuple(map(str, r)) for r in rows]
-    files = {}
-    for root in (lc.vault.artifacts.root, lc.vault.keys.root):
-        for dirpath, _, names in os.walk(root):
-            for n in names:
-                p = os.path.join(dirpath, n)
-                files[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return tables, files
+from tests.helpers import snapshot
 
 
 @pytest.fixture

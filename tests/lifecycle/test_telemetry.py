@@ -11,9 +11,9 @@ from sqlalchemy import text
 
 import lifecycle
 from lifecycle.telemetry import Telemetry
+from lifecycle.testing.postgres import free_port
 from tests.data import digits_tasks, learn_task, make_model
-from tests.lifecycle.test_crash_and_shutdown import start_worker, wait_for
-from tests.postgres import free_port
+from tests.helpers import start_worker, wait_for
 
 
 def get(url: str) -> tuple[int, str]:

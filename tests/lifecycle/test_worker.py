@@ -10,6 +10,11 @@ from lifecycle.vault import Erased
 from lifecycle.store.records import Claim
 from tests.data import accuracy_of, alternating_subjects, digits_tasks, learn_task, make_model
 
+# Leases in the tests that expire them: long in real time, so a worker's
+# heartbeat never renews one behind the test's back; the test moves its clock
+# past the lease instead of sleeping through it.
+LEASE = 60.0
+
 
 def test_learn_forget_relearn_end_to_end(lc):
     make_model(lc)
@@ -145,15 +150,16 @@ def test_a_failing_step_fails_the_request_and_the_queue_moves_on(lc, monkeypatch
     assert lc.drain()[0].status == "applied"
 
 
-def test_completion_is_fenced_on_the_lease(lc):
+def test_completion_is_fenced_on_the_lease(clocked_lc, clock):
+    lc = clocked_lc
     make_model(lc)
     t0, _, _ = digits_tasks()
     req = learn_task(lc, "digits", t0)
-    w1 = lc.worker(owner="w1", lease_seconds=0.01)
-    claim = lc.ledger.queue.claim("w1", 0.01)
-    import time
-
-    time.sleep(0.05)
+    w1 = lc.worker(owner="w1", lease_seconds=LEASE)
+    claim = lc.ledger.queue.claim("w1", LEASE)
+    clock.advance(LEASE)
+    assert lc.ledger.queue.requeue_expired(max_attempts=5) == []  # expiring now is not expired yet
+    clock.advance(1)
     assert lc.ledger.queue.requeue_expired(max_attempts=5) == [(req.id, ())]
     # w1 wakes up late: its completion must be refused
     [done] = lc.ledger.queue.commit_steps([w1._step(claim).result])
@@ -198,18 +204,17 @@ def test_claim_many_takes_one_head_per_idle_model_oldest_first(lc):
         lc.ledger.queue.claim_many("z", 60, limit=0)
 
 
-def test_commit_steps_fences_each_step_on_its_own(lc):
+def test_commit_steps_fences_each_step_on_its_own(clocked_lc, clock):
+    lc = clocked_lc
     make_model(lc, "a")
     make_model(lc, "b")
     t0, _, _ = digits_tasks()
     ra, rb = learn_task(lc, "a", t0), learn_task(lc, "b", t0)
     w1 = lc.worker(owner="w1")
-    ca, cb = lc.ledger.queue.claim_many("w1", 0.01, limit=2)
+    ca, cb = lc.ledger.queue.claim_many("w1", LEASE, limit=2)
     steps = [w1._step(ca), w1._step(cb)]
-    import time
-
-    time.sleep(0.05)
-    assert lc.ledger.queue.renew(ca, 60)  # w1 kept a's lease alive but not b's
+    clock.advance(LEASE + 1)
+    assert lc.ledger.queue.renew(ca, LEASE)  # w1 kept a's lease alive but not b's
     assert lc.ledger.queue.requeue_expired(max_attempts=5) == [(rb.id, ())]
     done = lc.ledger.queue.commit_steps([s.result for s in steps])
     assert done[0].lost is None and done[0].version.version == 1
