@@ -28,7 +28,6 @@ from lifecycle.signing import Signer
 from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
-from lifecycle.store.clock import utcnow
 from lifecycle.store.records import (
     Claim,
     Evaluation,
@@ -225,7 +224,8 @@ class Worker:
             return _Step(StepResult(claim, RequestStatus.REJECTED, error=str(exc) or "rejected"))
         except (ArtifactCorrupt, ArtifactMissing) as exc:
             if req.kind == RequestKind.REPAIR:
-                return _Step(StepResult(claim, RequestStatus.FAILED, error=f"the repair could not read what it needs: {exc}"))
+                why = f"the repair could not read what it needs: {exc}"
+                return _Step(StepResult(claim, RequestStatus.FAILED, error=why))
             # nothing queued is failed for a storage fault: the model waits, quarantined, for a repair
             log.error("quarantined %s: %s; run: lifecycle repair %s", model.name, exc, model.name, extra=ctx)
             self.ledger.queue.quarantine(claim, f"{exc}")
@@ -241,7 +241,7 @@ class Worker:
             provenance = strategy.verify_forgotten(context.tombstones | frozenset(removed))
             cert = self.signer.sign(certificates.build(
                 claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
-                findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=utcnow().isoformat(),
+                findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=self.ledger.clock().isoformat(),
                 data_touched={"nothing": "none", "forget data": "the forgotten samples' stored data only",
                               "ids only": "the forgotten samples' ids only"}[spec.tags.forget_needs],
                 audit_anchor=claim.audit_anchor,

@@ -1,4 +1,5 @@
-"""Opening a ledger at the schema this code needs: version checks and upgrades, with the Alembic scripts shipped in the package."""
+"""Opening a ledger at the schema this code needs: version checks and upgrades,
+with the Alembic scripts shipped in the package."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from lifecycle.store import audit, ledger_audit, row_digests
 from lifecycle.store import records as rec
 from lifecycle.store.clock import Clock, utcnow
 from lifecycle.store.queue import Queue
-from lifecycle.store.records import RequestKind, RequestStatus, SampleStatus, TaskState
+from lifecycle.store.records import OPEN, RequestKind, RequestStatus, SampleStatus, TaskState
 from lifecycle.store.schema import (
     CertificateRow,
     EvaluationRow,
@@ -188,7 +188,8 @@ class Ledger:
         with self._begin() as s:
             found = s.execute(select(ModelVersionRow).where(ModelVersionRow.model_id == model_id)
                               .order_by(ModelVersionRow.version.desc()).limit(1)).scalar()
-            tasks = {row.name: task_record(row) for row in s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))}
+            task_rows = s.scalars(select(TaskRow).where(TaskRow.model_id == model_id))
+            tasks = {row.name: task_record(row) for row in task_rows}
             samples: list[rec.Sample] = []
             tombstones: frozenset[str] = frozenset()
             if req.kind == RequestKind.LEARN:
@@ -266,8 +267,8 @@ class Ledger:
             s.flush()
             rows = [
                 {"model_id": model.id, "sample_id": sid, "task_id": task_row.id, "subject_hash": subj,
-                 "content_digest": content, "label": int(label), "learn_request_seq": row.seq, "status": SampleStatus.PENDING,
-                 "data_digest": payload_digest, "data_row": i}
+                 "content_digest": content, "label": int(label), "learn_request_seq": row.seq,
+                 "status": SampleStatus.PENDING, "data_digest": payload_digest, "data_row": i}
                 for i, (sid, label, subj, content) in enumerate(
                     zip(sample_ids, labels, subject_hashes, content_digests, strict=True))
             ]
@@ -309,8 +310,8 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            append_event(s, model.id, row.id, "submitted", locked=locked, request_kind=RequestKind.FORGET, target=target,
-                   due_at=due_at.isoformat(), **_request_digests(row, self.ids))
+            append_event(s, model.id, row.id, "submitted", locked=locked, request_kind=RequestKind.FORGET,
+                         target=target, due_at=due_at.isoformat(), **_request_digests(row, self.ids))
             return request_record(row, model.name)
 
     def submit_retrain(self, model_id: int, *, units: Sequence[int], reason: str,
@@ -322,11 +323,12 @@ class Ledger:
         with self._begin() as s:
             locked = lock_model(s, model_id)  # before seq is allocated, as in submit_learn
             queued = s.scalar(select(RequestRow.id).where(
-                RequestRow.model_id == model_id, RequestRow.kind == RequestKind.RETRAIN, RequestRow.status == RequestStatus.QUEUED))
+                RequestRow.model_id == model_id, RequestRow.kind == RequestKind.RETRAIN,
+                RequestRow.status == RequestStatus.QUEUED))
             if queued is not None:
                 return None
-            return _internal_request(s, self.ids, locked, RequestKind.RETRAIN, {"units": sorted(int(u) for u in units)},
-                                     requested_by, reason)
+            return _internal_request(s, self.ids, self.clock(), locked, RequestKind.RETRAIN,
+                                     {"units": sorted(int(u) for u in units)}, requested_by, reason)
 
     def open_forget_overlapping(self, model_id: int, target: dict[str, Any]) -> str | None:
         """The id of a queued or running forget that names the same task or
@@ -334,7 +336,7 @@ class Ledger:
         with self._begin() as s:
             rows = s.scalars(
                 select(RequestRow).where(
-                    RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)),
+                    RequestRow.status.in_(OPEN),
                     RequestRow.model_id == model_id,
                     RequestRow.kind == RequestKind.FORGET,
                 )
@@ -365,7 +367,7 @@ class Ledger:
         """Move an open forget's due date later; None when the request is not open."""
         with self._begin() as s:
             row = s.scalar(select(RequestRow).where(RequestRow.id == request_id).with_for_update())
-            if row is None or row.status not in (RequestStatus.QUEUED, RequestStatus.RUNNING):
+            if row is None or row.status not in OPEN:
                 return None
             before = row.due_at
             row.due_at = until
@@ -436,12 +438,13 @@ class Ledger:
                       reason: str) -> rec.Request:
         """Queue a repair; it is claimed ahead of the model's other requests while the model is quarantined."""
         with self._begin() as s:
-            return _internal_request(s, self.ids, lock_model(s, model_id), RequestKind.REPAIR, target, requested_by, reason)
+            return _internal_request(s, self.ids, self.clock(), lock_model(s, model_id), RequestKind.REPAIR, target,
+                                     requested_by, reason)
 
     def open_repair(self, model_id: int) -> str | None:
         with self._begin() as s:
-            return s.scalar(select(RequestRow.id).where(RequestRow.model_id == model_id, RequestRow.kind == RequestKind.REPAIR,
-                                                        RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING))))
+            return s.scalar(select(RequestRow.id).where(
+                RequestRow.model_id == model_id, RequestRow.kind == RequestKind.REPAIR, RequestRow.status.in_(OPEN)))
 
     def data_files(self, model_id: int) -> dict[str, list[rec.Sample]]:
         """The data files the model's active samples live in, with those samples."""
@@ -511,7 +514,8 @@ class Ledger:
                 .order_by(SampleRow.data_digest, SampleRow.data_row)
             ).all()
             cutoff = s.scalar(select(func.max(RequestRow.result_version)).where(
-                RequestRow.model_id == model_id, RequestRow.status == RequestStatus.APPLIED, RequestRow.kind == RequestKind.FORGET))
+                RequestRow.model_id == model_id, RequestRow.status == RequestStatus.APPLIED,
+                RequestRow.kind == RequestKind.FORGET))
             latest = s.scalar(select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model_id))
             states: list[tuple[int, str]] = []
             if latest is not None:
@@ -525,7 +529,8 @@ class Ledger:
             if model.forgotten_probes == "purge":
                 probes = [(n, d) for n, d in s.execute(
                     select(TaskRow.name, TaskRow.probe_digest)
-                    .where(TaskRow.model_id == model_id, TaskRow.state == TaskState.FORGOTTEN, TaskRow.probe_digest.is_not(None))
+                    .where(TaskRow.model_id == model_id, TaskRow.state == TaskState.FORGOTTEN,
+                           TaskRow.probe_digest.is_not(None))
                 )]
             return rec.PurgePlan(model_id, [(r.id, r.data_digest, r.data_row) for r in rows], states, probes)
 
@@ -550,8 +555,9 @@ class Ledger:
                 s.execute(update(TaskRow).where(TaskRow.model_id == plan.model_id, TaskRow.name == name)
                           .values(probe_digest=None))
             touched = plan.digests()
-            append_event(s, plan.model_id, None, "purged", locked=locked, rows=len(plan.rows), files=len({d for _, d, _ in plan.rows}),
-                   versions=sorted(v for v, _ in plan.states), probes=sorted(n for n, _ in plan.probes))
+            append_event(s, plan.model_id, None, "purged", locked=locked, rows=len(plan.rows),
+                         files=len({d for _, d, _ in plan.rows}), versions=sorted(v for v, _ in plan.states),
+                         probes=sorted(n for n, _ in plan.probes))
             return sorted(set(touched) - _referenced(s, touched))
 
     def unreferenced(self, digests: Iterable[str]) -> list[str]:
@@ -570,7 +576,7 @@ class Ledger:
             roles |= {d: "data" for d in s.scalars(select(SampleRow.data_digest)
                                                   .where(SampleRow.data_digest.is_not(None)).distinct())}
             roles |= {d: "data" for d in s.scalars(select(RequestRow.payload_digest).where(
-                RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.payload_digest.is_not(None)))}
+                RequestRow.status.in_(OPEN), RequestRow.payload_digest.is_not(None)))}
             return roles
 
     def replace_artifact(self, old: str, new: str) -> None:
@@ -596,7 +602,7 @@ class Ledger:
             found |= set(s.scalars(select(ModelVersionRow.artifact_digest)
                                    .where(ModelVersionRow.state_purged.is_(False))))
             found |= set(s.scalars(select(RequestRow.payload_digest).where(
-                RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.payload_digest.is_not(None))))
+                RequestRow.status.in_(OPEN), RequestRow.payload_digest.is_not(None))))
             return found
 
     # ---- reports -------------------------------------------------------------
@@ -612,7 +618,7 @@ class Ledger:
         """(received_at, due_at) of the open forget received first."""
         with self._begin() as s:
             q = (select(RequestRow.received_at, RequestRow.due_at)
-                 .where(RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)))
+                 .where(RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_(OPEN))
                  .order_by(RequestRow.received_at).limit(1))
             found = s.execute(q).first()
             return (found[0], found[1]) if found else None
@@ -620,7 +626,7 @@ class Ledger:
     def overdue_forgets(self, now: dt.datetime) -> int:
         with self._begin() as s:
             return s.scalar(select(func.count()).select_from(RequestRow).where(
-                RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.due_at < now))
+                RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_(OPEN), RequestRow.due_at < now))
 
     def finding_counts(self) -> list[tuple[str, int]]:
         """(strategy, number of relapse findings)."""
@@ -638,7 +644,8 @@ class Ledger:
                 .where(EvaluationRow.model_id == model_id)
                 .order_by(EvaluationRow.version, TaskRow.id)
             )
-            return [rec.Evaluation(r.version, name, rec.Role(r.role), r.accuracy, r.chance, r.n) for r, name in s.execute(q)]
+            return [rec.Evaluation(r.version, name, rec.Role(r.role), r.accuracy, r.chance, r.n)
+                    for r, name in s.execute(q)]
 
     def findings(self, model_id: int | None = None) -> list[rec.RelapseFinding]:
         with self._begin() as s:
@@ -736,7 +743,7 @@ def _referenced(s: Session, digests: Sequence[str]) -> set[str]:
         found |= set(s.scalars(select(ModelVersionRow.artifact_digest).where(
             ModelVersionRow.artifact_digest.in_(chunk), ModelVersionRow.state_purged.is_(False))))
         found |= set(s.scalars(select(RequestRow.payload_digest).where(
-            RequestRow.status.in_((RequestStatus.QUEUED, RequestStatus.RUNNING)), RequestRow.payload_digest.in_(chunk))))
+            RequestRow.status.in_(OPEN), RequestRow.payload_digest.in_(chunk))))
     return found
 
 
@@ -763,14 +770,14 @@ def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
     )
 
 
-def _internal_request(s: Session, ids: IdKey, locked: ModelRow, kind: RequestKind, target: dict[str, Any],
-                      requested_by: str | None, reason: str) -> rec.Request:
+def _internal_request(s: Session, ids: IdKey, now: dt.datetime, locked: ModelRow, kind: RequestKind,
+                      target: dict[str, Any], requested_by: str | None, reason: str) -> rec.Request:
     """Queue a request the system files itself (retrain, repair); the model row is already locked."""
     row = RequestRow(
         id=str(uuid.uuid4()), model_id=locked.id, kind=kind, target=target,
         payload_sha=hashlib.sha256(json.dumps(target, sort_keys=True).encode()).hexdigest(),
         payload_digest=None, idempotency_key=None, requested_by=requested_by, reason=reason,
-        received_at=utcnow(), due_at=None, status=RequestStatus.QUEUED, attempt=0,
+        received_at=now, due_at=None, status=RequestStatus.QUEUED, attempt=0,
     )
     s.add(row)
     s.flush()

@@ -87,7 +87,8 @@ class Queue:
                 rows = s.scalars(
                     select(RequestRow)
                     .where(RequestRow.seq.in_(heads),
-                           ~exists().where(running.model_id == RequestRow.model_id, running.status == RequestStatus.RUNNING))
+                           ~exists().where(running.model_id == RequestRow.model_id,
+                                           running.status == RequestStatus.RUNNING))
                     .order_by(RequestRow.seq)
                     .with_for_update(skip_locked=True)
                 ).all()
@@ -113,7 +114,8 @@ class Queue:
 
     @staticmethod
     def _head_seq(model_id, repairs_only=False):
-        q = select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id, RequestRow.status == RequestStatus.QUEUED)
+        q = select(func.min(RequestRow.seq)).where(RequestRow.model_id == model_id,
+                                                   RequestRow.status == RequestStatus.QUEUED)
         return q.where(RequestRow.kind == RequestKind.REPAIR) if repairs_only is True else q
 
     @staticmethod
@@ -225,7 +227,8 @@ class Queue:
             # other transaction that waits for both takes them in.
             rows = {row.id: row for row in s.scalars(
                 select(RequestRow)
-                .where(RequestRow.id.in_([r.claim.request.id for r in results]), RequestRow.status == RequestStatus.RUNNING)
+                .where(RequestRow.id.in_([r.claim.request.id for r in results]),
+                       RequestRow.status == RequestStatus.RUNNING)
                 .with_for_update()
             )}
             model_ids = sorted({r.claim.model.id for r in results})
@@ -250,13 +253,14 @@ class Queue:
                     row.lease_owner = row.lease_expires_at = None
                     # the samples were never learned: free their ids and data
                     freed, dropped = drop_unlearned(s, row)
-                    append_event(s, row.model_id, row.id, result.status, locked=model_row, error=result.error, **dropped)
+                    append_event(s, row.model_id, row.id, result.status, locked=model_row, error=result.error,
+                                 **dropped)
                     committed.append(rec.Committed(row.id, None, freed=freed))
                     continue
                 base = result.base_version
                 if latest.get(row.model_id, 0) != base:
-                    committed.append(rec.Committed(row.id, None, f"request {row.id}: model moved from version "
-                                                                 f"{base} to {latest.get(row.model_id)} during the step"))
+                    moved = f"model moved from version {base} to {latest.get(row.model_id)} during the step"
+                    committed.append(rec.Committed(row.id, None, f"request {row.id}: {moved}"))
                     continue
                 latest[row.model_id] = base + 1
                 self._commit_applied(s, row, model_row, base + 1, result.outcome, now)
@@ -327,7 +331,8 @@ class Queue:
             "evaluations": row_digests.evaluations(evaluations), "findings": row_digests.findings(findings),
             "tasks": {name: tasks[name].state for name in sorted({*outcome.task_states, *outcome.tasks_forgotten})},
         }
-        if row.kind in (RequestKind.FORGET, RequestKind.REPAIR):  # a repair tombstones the rows whose data it found unreadable
+        # a repair tombstones the rows whose data it found unreadable
+        if row.kind in (RequestKind.FORGET, RequestKind.REPAIR):
             covered["tombstones"] = row_digests.tombstones(tombstones)
         if outcome.certificate is not None:
             s.add(CertificateRow(request_id=row.id, model_id=model_id, body=outcome.certificate, created_at=now))
@@ -340,5 +345,5 @@ class Queue:
         row.status, row.finished_at = RequestStatus.APPLIED, now
         row.step_seconds, row.result_version = outcome.step_seconds, version
         row.lease_owner, row.lease_expires_at, row.error = None, None, None
-        append_event(s, model_id, row.id, "applied", locked=model_row, version=version, artifact=outcome.artifact_digest,
-               step_seconds=round(outcome.step_seconds, 6), **covered)
+        append_event(s, model_id, row.id, "applied", locked=model_row, version=version,
+                     artifact=outcome.artifact_digest, step_seconds=round(outcome.step_seconds, 6), **covered)

@@ -27,6 +27,9 @@ class RequestStatus(StrEnum):
         return self in (RequestStatus.APPLIED, RequestStatus.FAILED, RequestStatus.REJECTED, RequestStatus.CANCELLED)
 
 
+OPEN = (RequestStatus.QUEUED, RequestStatus.RUNNING)  # a request not yet ended
+
+
 class TaskState(StrEnum):
     PENDING = "pending"  # its first learn is queued
     LEARNED = "learned"

@@ -52,7 +52,9 @@ def drop_unlearned(s: Session, row: RequestRow) -> tuple[tuple[str, ...], dict[s
     s.execute(delete(SampleRow).where(SampleRow.learn_request_seq == row.seq, SampleRow.status == SampleStatus.PENDING))
     freed = (row.payload_digest,) if row.payload_digest else ()
     task = s.scalar(select(TaskRow).where(TaskRow.model_id == row.model_id, TaskRow.name == row.target["task"]))
-    if task is None or task.state != TaskState.PENDING or s.scalar(select(exists().where(SampleRow.task_id == task.id))):
+    if task is None or task.state != TaskState.PENDING:
+        return freed, {}
+    if s.scalar(select(exists().where(SampleRow.task_id == task.id))):
         return freed, {}
     s.delete(task)
     return freed + ((task.probe_digest,) if task.probe_digest else ()), {"task_dropped": task.name}
