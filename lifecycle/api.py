@@ -218,7 +218,7 @@ class Lifecycle:
         """Queue a learn request. Raises a typed error and writes nothing when invalid."""
         m = self.model(model)
         validation.name(task, "task")
-        Xa = validation.features(X, m.n_features)
+        Xa = self._inputs(m, X)
         ya = validation.labels(y, len(Xa), m.n_classes)
         key = None if idempotency_key is None else validation.name(idempotency_key, "idempotency_key")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
@@ -234,7 +234,7 @@ class Lifecycle:
         if probe is not None:
             if not isinstance(probe, (tuple, list)) or len(probe) != 2:
                 raise InvalidRequest("probe must be a pair (X_probe, y_probe)")
-            Xp = validation.features(probe[0], m.n_features, "probe X")
+            Xp = self._inputs(m, probe[0], "probe X")
             probe_arrays = (Xp, validation.labels(probe[1], len(Xp), m.n_classes, "probe y"))
         elif existing_task is None or existing_task.probe_digest is None:
             raise InvalidRequest(f"task {task!r} has no probe set yet: pass probe=(X_probe, y_probe) to evaluate it")
@@ -560,9 +560,14 @@ class Lifecycle:
     def events(self, model: str):
         return self.ledger.events(self.model(model).id)
 
+    @staticmethod
+    def _inputs(m: Model, X: Any, what: str = "X") -> np.ndarray:
+        """A model's inputs as submitted (learn rows, probe sets, predict), checked: the one place their shape is known."""
+        return validation.features(X, m.n_features, what)
+
     def predict(self, model: str, X: Any, task: str | None = None) -> np.ndarray:
         m = self.model(model)
-        Xa = validation.features(X, m.n_features)
+        Xa = self._inputs(m, X)
         version = self.ledger.latest_version(m.id)
         if version is None:
             raise NotReady(f"model {m.name!r} has no applied version yet; drain the queue or start the service")

@@ -12,11 +12,13 @@ and one below it means the forgotten samples now stand out by being
 leak, so the number to judge is the gap to a retrain-from-scratch reference,
 ``|AUC - AUC_ref|``, computed with the same attack on the same samples.
 
-Scores come from an optional ``scores(X, task=None) -> (n, n_classes)`` method
-of the strategy (logits, or any scores whose argmax is the prediction). A
-strategy that only predicts hard labels is attacked with its correctness
+Scores come from the optional ``scores(X, task=None) -> (n, n_classes)`` verb
+of a strategy tagged ``scores`` (logits, or any scores whose argmax is the
+prediction). A strategy without the tag is attacked with its correctness
 (1 if right, 0 if wrong), a weaker attack that still catches a model that
 gets its forgotten training samples right more often than unseen ones.
+Models that are not strategies (a retrain-from-scratch reference) have no
+tags: they are scored when their class defines ``scores``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from lifecycle.strategies.base import Strategy
 
 MARGIN, CORRECT = "margin", "correct"
 
@@ -37,15 +41,19 @@ class AttackResult:
     n_nonmembers: int
 
 
+def offers_scores(model: Any) -> bool:
+    """Whether ``model`` has per-class scores: a strategy's ``scores`` tag, or for
+    a plain classifier (not a Strategy, so without tags) a ``scores`` method."""
+    if isinstance(model, Strategy):
+        return model.tags.scores
+    return callable(getattr(type(model), "scores", None))
+
+
 def class_scores(strategy: Any, X: np.ndarray, task: str | None = None) -> np.ndarray | None:
     """The strategy's (n, n_classes) scores, or None when it offers none."""
-    scores = getattr(strategy, "scores", None)
-    if scores is None:
+    if not offers_scores(strategy):
         return None
-    try:
-        out = np.asarray(scores(X, task=task), dtype=np.float64)
-    except NotImplementedError:
-        return None
+    out = np.asarray(strategy.scores(X, task=task), dtype=np.float64)
     if out.ndim != 2 or out.shape[0] != len(X):
         raise ValueError(f"scores must have shape (n, n_classes) with n={len(X)}, not {out.shape}")
     return out

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -196,7 +197,10 @@ class Service:
         def on_signal(signum, _frame):
             log.info("received %s: no new claims; finishing the current step", signal.Signals(signum).name)
             self.worker.stopping.set()
-            self.scheduler.shutdown(wait=False)
+            # From another thread: the handler runs in the scheduler's own
+            # thread, possibly midway through its job bookkeeping, which a
+            # shutdown from here would pull the jobs out from under.
+            threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": False}, daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)

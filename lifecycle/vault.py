@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -28,6 +29,7 @@ BLOB = b"LCB1"
 NONCE = bytes(12)
 TAG = 16
 _HEAD = struct.Struct("<4sQQ")  # magic, rows, features
+_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lifecycle-keys")
 
 
 class Erased(ArtifactCorrupt):
@@ -109,9 +111,14 @@ class Vault:
 
     def _store(self, data: bytes, keys: bytes) -> str:
         digest = sha256(data)
-        # keys first: an artifact on disk without its keys could never be read
-        self.keys.create(digest, keys)
-        self.artifacts.put(data)
+        # The two files are written and synced side by side: their syncs overlap
+        # in the file system's journal. Either may land first; until the ledger
+        # commits a pointer to the digest, both are unreferenced and swept.
+        keys_written = _SYNCS.submit(self.keys.create, digest, keys)
+        try:
+            self.artifacts.put(data)
+        finally:
+            keys_written.result()
         return digest
 
     def destroy(self, digest: str) -> None:

@@ -238,7 +238,8 @@ class Worker:
         digest = self.vault.put_blob(arrays.pack(strategy.state_dict()))
         cert = None
         if req.kind == RequestKind.FORGET:
-            provenance = strategy.verify_forgotten(context.tombstones | frozenset(removed))
+            provenance = (strategy.verify_forgotten(context.tombstones | frozenset(removed))
+                          if spec.tags.provenance else None)
             cert = self.signer.sign(certificates.build(
                 claim, tags=spec.tags, version_before=base_no, removed_ids=removed, evaluations=evaluations,
                 findings=findings, forgotten_tasks=sorted(forgotten_now), applied_at=self.ledger.clock().isoformat(),
@@ -310,7 +311,7 @@ class Worker:
         """Apply an internal retrain request: rebuild every part the strategy reports
         as needing it now, from the retained samples' stored data (tombstoned
         samples are not active, and their data is purged)."""
-        for plan in strategy.retrain_plan():
+        for plan in (strategy.retrain_plan() if strategy.tags.background_retrain else []):
             found = self.ledger.samples(claim.model.id, plan.sample_ids)
             missing = [sid for sid in plan.sample_ids if sid not in found or found[sid].status != SampleStatus.ACTIVE]
             if missing:
@@ -346,7 +347,7 @@ class Worker:
 
     def _schedule_retrain(self, model: Model, strategy) -> None:
         """After a forget: enqueue a retrain request when the strategy has parts left unusable."""
-        plans = strategy.retrain_plan()
+        plans = strategy.retrain_plan() if strategy.tags.background_retrain else []
         if not plans:
             return
         units = [p.unit for p in plans]
@@ -402,7 +403,7 @@ class Worker:
             role = Role.FORGOTTEN if state == TaskState.FORGOTTEN else Role.RETAINED
             c = chance(model, task, tags)
             evaluations.append(Evaluation(0, name, role, acc, c, len(yp)))
-            weights = strategy.gate_weights(Xp)
+            weights = strategy.gate_weights(Xp) if tags.gated else None
             if weights is not None:
                 gates[name] = (role, float(np.mean(np.asarray(weights) >= 0.5)))
             if role == Role.FORGOTTEN and name not in forgotten_now:

@@ -9,10 +9,11 @@ free of torch.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from lifecycle.strategies.base import Strategy, Tags, config_from_dict
+from lifecycle.strategies.base import Strategy, StrategyConfigError, Tags, config_from_dict
 
 
 class UnknownStrategy(KeyError):
@@ -29,15 +30,39 @@ class StrategySpec:
     # Why the strategy refuses sample- and subject-level forgets, beyond its
     # forget unit; quoted in the submit-time rejection when set.
     sample_forget_refusal: str | None = None
+    # A small, fast config (as JSON would hand it; read it, do not change it)
+    # for tests, the conformance kit and quick bench runs: seconds on two CPU
+    # cores, not a good model.
+    test_config: dict[str, Any] = field(default_factory=dict, hash=False)
 
-    def make_config(self, values: dict[str, Any] | None) -> Any:
+    def __post_init__(self) -> None:
+        if not isinstance(self.tags, Tags):
+            raise TypeError(f"strategy {self.name!r}: tags must be a Tags, not {type(self.tags).__name__}")
+        if not isinstance(self.implementation, str) or self.implementation.count(":") != 1:
+            raise ValueError(f"strategy {self.name!r}: implementation must read 'package.module:ClassName', "
+                             f"not {self.implementation!r}")
+        if not isinstance(self.test_config, Mapping):
+            raise TypeError(f"strategy {self.name!r}: test_config must be a mapping, "
+                            f"not {type(self.test_config).__name__}")
+        object.__setattr__(self, "test_config", dict(self.test_config))  # the spec's own copy: JSON-ready
+        try:
+            self.make_config(self.test_config)
+        except StrategyConfigError as exc:
+            raise StrategyConfigError(f"strategy {self.name!r}: its test_config is not a valid config: {exc}") from None
+
+    def make_config(self, values: Mapping[str, Any] | None) -> Any:
         return config_from_dict(self.config_class, values)
+
+    def make_test_config(self, **overrides: Any) -> Any:
+        """The config built from ``test_config``, with ``overrides`` on top."""
+        return self.make_config({**self.test_config, **overrides})
 
     def load_class(self) -> type[Strategy]:
         module_name, _, class_name = self.implementation.partition(":")
         cls = getattr(importlib.import_module(module_name), class_name)
         if cls.tags != self.tags:
-            raise TypeError(f"strategy {self.name!r}: implementation tags differ from its spec")
+            raise TypeError(f"strategy {self.name!r}: implementation tags differ from its spec "
+                            f"({cls.tags} against {self.tags})")
         return cls
 
     def build(self, config: Any, n_features: int, n_classes: int) -> Strategy:

@@ -3,6 +3,7 @@ marker file when it starts, so a test can kill a worker in the middle of a step.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +42,15 @@ class LeakyGateConfig(AnalyticConfig):
     gate_open_share: float = 0.5
 
 
+LEAKY_TAGS = dataclasses.replace(TAGS, gated=True)
+
+
 class LeakyGate(AnalyticStrategy):
     """Analytic, with a suppression gate that opens on a fixed share of any inputs."""
 
     name = "leaky_gate"
     config_class = LeakyGateConfig
+    tags = LEAKY_TAGS
 
     def gate_weights(self, X):
         import numpy as np
@@ -58,5 +63,5 @@ class LeakyGate(AnalyticStrategy):
 
 
 LEAKY_SPEC = strategies.register(
-    StrategySpec("leaky_gate", LeakyGateConfig, TAGS, "tests.slow_strategy:LeakyGate")
+    StrategySpec("leaky_gate", LeakyGateConfig, LEAKY_TAGS, "tests.slow_strategy:LeakyGate")
 )

@@ -7,16 +7,17 @@ whose float64 sufficient statistics are the source of truth.
 from __future__ import annotations
 
 from lifecycle.strategies.analytic.config import AnalyticConfig
-from lifecycle.strategies.base import Tags
+from lifecycle.strategies.base import Exactness, ForgetNeeds, ForgetUnit, Tags
 from lifecycle.strategies.registry import StrategySpec
 
-TAGS = Tags(forget_unit="sample", exactness="exact", forget_needs="forget data", needs_task_id=False)
+TAGS = Tags(ForgetUnit.SAMPLE, Exactness.EXACT, ForgetNeeds.FORGET_DATA, needs_task_id=False, scores=True)
 
 SPEC = StrategySpec(
     name="analytic",
     config_class=AnalyticConfig,
     tags=TAGS,
     implementation="lifecycle.strategies.analytic.model:AnalyticStrategy",
+    test_config={"width": 256},
 )
 
 __all__ = ["AnalyticConfig", "SPEC", "TAGS"]

@@ -19,7 +19,8 @@ from scipy.linalg import blas, cho_factor, cho_solve, lapack
 
 from lifecycle.strategies.analytic import TAGS
 from lifecycle.strategies.analytic.config import AnalyticConfig
-from lifecycle.strategies.base import ForgetSet, Strategy, TaskData
+from lifecycle.strategies import inputs
+from lifecycle.strategies.base import ForgetSet, Strategy, StrategyInputError, TaskData
 
 # Bounds the feature matrix built at predict time (rows x width float64).
 _PREDICT_CHUNK = 8192
@@ -82,7 +83,7 @@ class AnalyticStrategy(Strategy):
         if n == 0:
             return
         if forget_set.X is None or forget_set.y is None:
-            raise ValueError(
+            raise StrategyInputError(
                 f"analytic forgets by subtracting the samples' features, so the forget set of {n} "
                 "samples must carry X and y (the original labels); got "
                 f"X={'missing' if forget_set.X is None else 'given'}, "
@@ -91,7 +92,7 @@ class AnalyticStrategy(Strategy):
         self._require_fitted()
         X = self._inputs(forget_set.X, "forget")
         if len(X) != n:
-            raise ValueError(f"forget set names {n} sample_ids but X has {len(X)} rows")
+            raise StrategyInputError(f"forget set names {n} sample_ids but X has {len(X)} rows")
         Y = self._one_hot(forget_set.y, n, "forget")
         if n > self._n_samples:
             raise ValueError(f"cannot forget {n} samples: only {self._n_samples} are learned")
@@ -311,21 +312,11 @@ class AnalyticStrategy(Strategy):
             raise RuntimeError("analytic strategy has learned nothing yet")
 
     def _inputs(self, X: np.ndarray, what: str) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"{what}: X must have shape (n, {self.n_features}), not {X.shape}")
-        return X
+        return inputs.features(X, self.n_features, what, dtype=np.float64)
 
     def _one_hot(self, y: np.ndarray, n: int, what: str) -> np.ndarray:
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise ValueError(f"{what}: y must have shape ({n},) to match X, not {y.shape}")
-        if n and not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{what}: y must hold integer labels, not {y.dtype}")
-        if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise ValueError(f"{what}: labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}")
         Y = np.zeros((n, self.n_classes))
-        Y[np.arange(n), y.astype(np.int64, copy=False)] = 1.0
+        Y[np.arange(n), inputs.labels(y, n, self.n_classes, what)] = 1.0
         return Y
 
 

@@ -8,17 +8,18 @@ the remaining tasks are held in place.
 
 from __future__ import annotations
 
-from lifecycle.strategies.base import Tags
+from lifecycle.strategies.base import Exactness, ForgetNeeds, ForgetUnit, Tags
 from lifecycle.strategies.hypernet.config import HypernetConfig
 from lifecycle.strategies.registry import StrategySpec
 
-TAGS = Tags(forget_unit="task", exactness="approximate", forget_needs="nothing", needs_task_id=True)
+TAGS = Tags(ForgetUnit.TASK, Exactness.APPROXIMATE, ForgetNeeds.NOTHING, needs_task_id=True, scores=True)
 
 SPEC = StrategySpec(
     name="hypernet",
     config_class=HypernetConfig,
     tags=TAGS,
     implementation="lifecycle.strategies.hypernet.model:HypernetStrategy",
+    test_config={"hidden": [32], "hnet_layers": [50, 50], "chunk_size": 500, "epochs": 10, "batch_size": 32},
 )
 
 __all__ = ["HypernetConfig", "SPEC", "TAGS"]

@@ -32,9 +32,11 @@ import torch
 from hypnettorch.hnets import HMLP, ChunkedHMLP
 from hypnettorch.mnets import MLP, LeNet
 
+from lifecycle.strategies import inputs
 from lifecycle.strategies.base import ForgetSet, Strategy, TaskData
 from lifecycle.strategies.hypernet import TAGS
 from lifecycle.strategies.hypernet.config import HypernetConfig
+from lifecycle.strategies.training import fit, run_steps, trainable
 
 # hypnettorch's small LeNet is laid out for 28x28 single-channel images.
 _CNN_FEATURES = 28 * 28
@@ -78,9 +80,8 @@ class HypernetStrategy(Strategy):
 
     def learn(self, data: TaskData) -> None:
         X = self._inputs(data.X, "learn")
-        y = self._labels(data.y, len(X))
-        if len(X) == 0:
-            raise ValueError(f"learn of task {data.task!r} holds no samples")
+        y = inputs.labels(data.y, len(X), self.n_classes, "learn")
+        inputs.not_empty(len(X), data.task)
         if not self.is_fitted:
             self._build(initialise=True)
         index = self._index_to_learn(data.task)
@@ -94,24 +95,18 @@ class HypernetStrategy(Strategy):
         protected = [i for i in self._active_indices() if i != index]
         anchors = self._anchors(protected)
         embedding = self._embeddings[index]
-        embedding.requires_grad_(True)
-        optimiser = torch.optim.Adam([*self._hnet.unconditional_params, embedding], lr=self.config.lr)
-        shuffle = self._generator(_STREAM_LEARN, self._n_ops, device="cpu")
-        batch = self.config.batch_size
-        try:
-            for _ in range(self.config.epochs):
-                order = torch.randperm(len(X), generator=shuffle).to(self._device)
-                for start in range(0, len(X), batch):
-                    rows = order[start:start + batch]
-                    logits = self._mnet(X_t[rows], weights=self._hnet(cond_input=embedding[None]))[:, heads_t]
-                    loss = torch.nn.functional.cross_entropy(logits, targets_y[rows])
-                    if protected:
-                        loss = loss + self.config.beta * self._drift(protected, anchors)
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-        finally:
-            embedding.requires_grad_(False)
+
+        def loss_of(rows: torch.Tensor) -> torch.Tensor:
+            logits = self._mnet(X_t[rows], weights=self._hnet(cond_input=embedding[None]))[:, heads_t]
+            loss = torch.nn.functional.cross_entropy(logits, targets_y[rows])
+            if protected:
+                loss = loss + self.config.beta * self._drift(protected, anchors)
+            return loss
+
+        with trainable([embedding]):
+            fit([*self._hnet.unconditional_params, embedding], loss_of, n=len(X), epochs=self.config.epochs,
+                batch_size=self.config.batch_size, lr=self.config.lr,
+                generator=self._generator(_STREAM_LEARN, self._n_ops, device="cpu"), device=self._device)
         self._active[index] = True
         self._n_ops += 1
 
@@ -133,26 +128,22 @@ class HypernetStrategy(Strategy):
         # the collapse then happens in f's own input, and this is the variant
         # whose spill and relapse were measured in the feasibility prototype.
         embedding = self._embeddings[index]
-        embedding.requires_grad_(True)
-        params = [*self._hnet.unconditional_params, embedding]
-        optimiser = torch.optim.Adam(params, lr=self.config.forget_lr)
         noise = self._generator(_STREAM_FORGET, self._n_ops, device=self._device)
         shape = (self.config.noise_samples, self._mnet.num_params)
-        try:
-            for _ in range(self.forget_steps()):
-                generated = self._hnet(cond_input=embedding[None], ret_format="flattened")
-                draws = torch.randn(shape, generator=noise, device=self._device)
-                loss = self.config.gamma * (generated - draws).pow(2).sum(dim=1).mean()
-                if remaining:
-                    loss = loss + self._drift(remaining, anchors)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                # The noise term is a sum over every generated weight and dwarfs
-                # the remember term; unclipped steps would wreck the other tasks.
-                torch.nn.utils.clip_grad_norm_(params, self.config.clip_norm)
-                optimiser.step()
-        finally:
-            embedding.requires_grad_(False)
+
+        def loss() -> torch.Tensor:
+            generated = self._hnet(cond_input=embedding[None], ret_format="flattened")
+            draws = torch.randn(shape, generator=noise, device=self._device)
+            value = self.config.gamma * (generated - draws).pow(2).sum(dim=1).mean()
+            if remaining:
+                value = value + self._drift(remaining, anchors)
+            return value
+
+        # The noise term is a sum over every generated weight and dwarfs the
+        # remember term; unclipped steps would wreck the other tasks.
+        with trainable([embedding]):
+            run_steps([*self._hnet.unconditional_params, embedding], loss, steps=self.forget_steps(),
+                      lr=self.config.forget_lr, clip_norm=self.config.clip_norm)
         self._active[index] = False
         self._n_forgets += 1
         self._n_ops += 1
@@ -385,20 +376,7 @@ class HypernetStrategy(Strategy):
             raise RuntimeError("hypernet strategy has learned nothing yet")
 
     def _inputs(self, X: np.ndarray, what: str) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"{what}: X must have shape (n, {self.n_features}), not {X.shape}")
-        return np.ascontiguousarray(X, dtype=np.float32)
-
-    def _labels(self, y: np.ndarray, n: int) -> np.ndarray:
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise ValueError(f"learn: y must have shape ({n},) to match X, not {y.shape}")
-        if n and not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"learn: y must hold integer labels, not {y.dtype}")
-        if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise ValueError(f"learn: labels must lie in 0..{self.n_classes - 1}, got {y.min()}..{y.max()}")
-        return y.astype(np.int64, copy=False)
+        return np.ascontiguousarray(inputs.features(X, self.n_features, what))
 
 
 def _named_params(hnet) -> list[tuple[str, torch.Tensor]]:

@@ -9,11 +9,12 @@ gets. The knowledge stays in the weights: forgetting here is suppression.
 
 from __future__ import annotations
 
-from lifecycle.strategies.base import Tags
+from lifecycle.strategies.base import Exactness, ForgetNeeds, ForgetUnit, Tags
 from lifecycle.strategies.olora.config import OloraConfig
 from lifecycle.strategies.registry import StrategySpec
 
-TAGS = Tags(forget_unit="task", exactness="suppression", forget_needs="forget data", needs_task_id=False)
+TAGS = Tags(ForgetUnit.TASK, Exactness.SUPPRESSION, ForgetNeeds.FORGET_DATA, needs_task_id=False, scores=True,
+            gated=True)
 
 SAMPLE_FORGET_REFUSAL = (
     "its forget gate is an out-of-distribution detector that only separates whole distributions (a class, a "
@@ -27,6 +28,7 @@ SPEC = StrategySpec(
     tags=TAGS,
     implementation="lifecycle.strategies.olora.model:OloraStrategy",
     sample_forget_refusal=SAMPLE_FORGET_REFUSAL,
+    test_config={"hidden": [64], "epochs": 10},
 )
 
 __all__ = ["OloraConfig", "SAMPLE_FORGET_REFUSAL", "SPEC", "TAGS"]

@@ -34,7 +34,8 @@ import time
 import numpy as np
 import torch
 
-from lifecycle.strategies.base import ForgetSet, RetrainPlan, Strategy, TaskData
+from lifecycle.strategies import inputs
+from lifecycle.strategies.base import ForgetSet, RetrainPlan, Strategy, StrategyInputError, TaskData
 from lifecycle.strategies.s3t import TAGS
 from lifecycle.strategies.s3t.book import Book, ids_digest
 from lifecycle.strategies.s3t.config import S3TConfig
@@ -67,10 +68,10 @@ class S3TStrategy(Strategy):
         return self._book
 
     def learn(self, data: TaskData) -> None:
-        X, y = self._inputs(data.X, "learn"), self._labels_of(data.y, len(data.X), "learn")
+        X, y = self._inputs(data.X, "learn"), inputs.labels(data.y, len(data.X), self.n_classes, "learn")
         ids = [str(s) for s in data.sample_ids]
         if len(ids) != len(X) or len(set(ids)) != len(ids):
-            raise ValueError("learn: sample_ids must be unique and one per row of X")
+            raise StrategyInputError("learn: sample_ids must be unique and one per row of X")
         if not self.is_fitted:
             self._init_state()
         if not ids:
@@ -151,7 +152,7 @@ class S3TStrategy(Strategy):
                              f"({len(set(given) - expected)} unexpected, {len(expected - set(given))} missing)")
         if given:
             rows = np.array([self._row[s] for s in given])
-            y = self._labels_of(data.y, len(given), "retrain")
+            y = inputs.labels(data.y, len(given), self.n_classes, "retrain")
             if not np.array_equal(self._labels[rows], y):
                 raise ValueError(f"retrain of shard {j}: labels differ from those learned")
             feats = self._features(self._inputs(data.X, "retrain"))
@@ -349,17 +350,4 @@ class S3TStrategy(Strategy):
             raise RuntimeError("s3t strategy has learned nothing yet")
 
     def _inputs(self, X: np.ndarray, what: str) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"{what}: X must have shape (n, {self.n_features}), not {X.shape}")
-        return X
-
-    def _labels_of(self, y: np.ndarray, n: int, what: str) -> np.ndarray:
-        y = np.asarray(y)
-        if y.shape != (n,):
-            raise ValueError(f"{what}: y must have shape ({n},), not {y.shape}")
-        if n and not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{what}: y must hold integer labels, not {y.dtype}")
-        if n and (y.min() < 0 or y.max() >= self.n_classes):
-            raise ValueError(f"{what}: labels must lie in 0..{self.n_classes - 1}")
-        return y.astype(np.int64)
+        return inputs.features(X, self.n_features, what)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lifecycle.strategies.training import fit, trainable
+
 BLOCK_KEYS = ("D", "bD", "U", "bU", "Wh", "bh")
 
 
@@ -43,19 +45,13 @@ def train_stage(h: torch.Tensor, y: torch.Tensor, *, seed: int, head_prev: dict[
     params = [D, bD, U, bU, Wh, bh]
     n = len(y)
     if n:
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=lr)
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, batch_size):
-                idx = perm[i:i + batch_size]
-                hb = h[idx]
-                z = hb + torch.relu(hb @ D + bD) @ U + bU
-                loss = torch.nn.functional.cross_entropy(z @ Wh + bh, y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            hb = h[idx]
+            z = hb + torch.relu(hb @ D + bD) @ U + bU
+            return torch.nn.functional.cross_entropy(z @ Wh + bh, y[idx])
+
+        with trainable(params):
+            fit(params, loss_of, n=n, epochs=epochs, batch_size=batch_size, lr=lr, generator=gen)
     return {k: p.detach().numpy().astype(np.float32, copy=True) for k, p in zip(BLOCK_KEYS, params, strict=True)}
 
 
@@ -102,15 +98,10 @@ def make_base(kind: str, n_features: int, hidden: int, seed: int, epochs: int) -
         Wo = torch.randn(hidden, 10, generator=gen) * (1.0 / hidden) ** 0.5
         bo = torch.zeros(10)
         params = [W, b, Wo, bo]
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=1e-3)
-        for _ in range(epochs):
-            perm = torch.randperm(len(y), generator=gen)
-            for i in range(0, len(y), 128):
-                idx = perm[i:i + 128]
-                loss = torch.nn.functional.cross_entropy(torch.relu(X[idx] @ W + b) @ Wo + bo, y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(torch.relu(X[idx] @ W + b) @ Wo + bo, y[idx])
+
+        with trainable(params):
+            fit(params, loss_of, n=len(y), epochs=epochs, batch_size=128, lr=1e-3, generator=gen)
     return W.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)

@@ -15,7 +15,23 @@ import pytest
 
 import lifecycle
 from lifecycle import metrics, mia
-from lifecycle.report import build_report, write_report
+from lifecycle.report import (
+    FORGOTTEN,
+    FULL_RANGE,
+    NOT_LEARNED,
+    RETAINED,
+    accuracy_limits,
+    build_report,
+    matrix_cells,
+    matrix_figure,
+    matrix_png,
+    render_html,
+    short_labels,
+    timeline_figure,
+    timeline_limits,
+    timeline_png,
+    write_report,
+)
 from tests.data import alternating_subjects, digits_tasks, learn_task, make_model
 
 nan = np.nan
@@ -121,11 +137,6 @@ class Scored(HardLabels):
         return self._scores[: len(X)]
 
 
-class ScoresNotImplemented(HardLabels):
-    def scores(self, X, task=None):
-        raise NotImplementedError
-
-
 def test_attack_auc_is_raw_and_both_directions_count_as_a_gap():
     assert mia.attack_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
     assert mia.attack_auc([0.1, 0.2], [0.9, 0.8]) == 0.0  # under-confident on the forgotten: not folded to 1
@@ -144,9 +155,8 @@ def test_margins_and_the_hard_label_fallback():
     assert kind == mia.MARGIN and list(s) == [1.0, -2.0]
     s, kind = mia.sample_scores(Scored(scores), X, np.array([0, 2]), kind=mia.CORRECT)
     assert kind == mia.CORRECT and list(s) == [1.0, 0.0]
-    for hard in (HardLabels([1, 1]), ScoresNotImplemented([1, 1])):
-        s, kind = mia.sample_scores(hard, X, np.array([1, 0]))
-        assert kind == mia.CORRECT and list(s) == [1.0, 0.0]
+    s, kind = mia.sample_scores(HardLabels([1, 1]), X, np.array([1, 0]))
+    assert kind == mia.CORRECT and list(s) == [1.0, 0.0]
     with pytest.raises(ValueError, match="offers no scores"):
         mia.sample_scores(HardLabels([1, 1]), X, np.array([1, 0]), kind=mia.MARGIN)
     result = mia.membership_auc(HardLabels([1, 1, 1]), (X[:2], np.array([1, 1])), (X[:1], np.array([0])))
@@ -352,3 +362,168 @@ def test_a_report_imports_neither_torch_nor_avalanche(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out" / "digits.html").exists()
+
+
+# ---- what the figures draw ------------------------------------------------------------------------
+
+
+def relearn_data(names=("a", "b", "c")) -> dict:
+    """Report data as build_report lays it out: learn a, learn b, forget a, learn c, relearn a.
+
+    a is near 0 while forgotten (v3, v4); retained accuracies all lie in 0.9..1.0.
+    """
+    acc = np.array([[0.97, nan, nan],
+                    [0.95, 0.99, nan],
+                    [0.02, 0.98, nan],
+                    [0.00, 0.97, 0.93],
+                    [0.96, 0.96, 0.92]])
+    roles = [["retained", None, None],
+             ["retained", "retained", None],
+             ["forgotten", "retained", None],
+             ["forgotten", "retained", "retained"],
+             ["retained", "retained", "retained"]]
+    return {
+        "model": {"name": "toy"},
+        "findings": [],
+        "timeline": {"versions": [1, 2, 3, 4, 5], "kinds": ["learn", "learn", "forget", "learn", "learn"],
+                     "tasks": list(names), "accuracy": acc, "roles": roles, "chance": np.array([0.1, 0.1, 0.1])},
+        "retained": {"tasks": list(names), "versions": [1, 2, 3, 4, 5], "accuracy": acc},
+    }
+
+
+def test_accuracy_limits_fit_the_data_not_the_unit_interval():
+    values = [0.97, 0.95, 0.99, 0.93, 0.92, 0.96, 1.0, nan]
+    lo, hi = accuracy_limits(values, chance=0.1)
+    assert lo < 0.92 and hi > 1.0  # every point inside, none on the frame
+    assert 0.85 < lo and hi < 1.02  # zoomed: chance at 0.1 would flatten the differences, so it stays out
+    assert (lo, hi) != (0.0, 1.0) and (lo, hi) != FULL_RANGE
+    # chance close below the data is brought into view
+    lo, hi = accuracy_limits([0.3, 0.45, 0.6], chance=0.2)
+    assert lo < 0.2 and 0.6 < hi < 0.7
+    # a flat line still gets a range of its own, inside what an accuracy can be near
+    lo, hi = accuracy_limits([1.0, 1.0])
+    assert lo < 1.0 < hi and hi - lo >= 0.04 and lo > 0.9
+    assert accuracy_limits([]) == FULL_RANGE and accuracy_limits([nan]) == FULL_RANGE
+
+
+def test_timeline_limits_use_retained_points_only():
+    data = relearn_data()
+    lo, hi = timeline_limits(data)
+    retained = [0.97, 0.95, 0.99, 0.98, 0.97, 0.93, 0.96, 0.96, 0.92]
+    assert lo < min(retained) and hi > max(retained)
+    assert lo > 0.8  # a's 0.00 and 0.02 while forgotten do not drag the axis to 0
+
+    fig = timeline_figure(data)
+    top, bottom = fig.axes[:2]
+    assert top.get_ylim() == pytest.approx((lo, hi))
+    assert "accuracy" in top.get_ylabel() and "not 0" in top.get_ylabel()
+    # the forgotten stretch is drawn on its own panel, over the full range, next to chance
+    assert bottom.get_ylim() == pytest.approx(FULL_RANGE)
+    assert "forgotten" in bottom.get_ylabel()
+    legend = [t.get_text() for t in bottom.get_legend().get_texts()]
+    assert "a (forgotten)" in legend and "chance" in legend
+    # in the top panel a is drawn only while retained: nothing at v3 and v4
+    a_line = next(line for line in top.get_lines() if line.get_label() == "a")
+    assert np.isnan(a_line.get_ydata()[2:4]).all() and not np.isnan(a_line.get_ydata()[[0, 1, 4]]).any()
+    assert timeline_png(data)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_timeline_without_forgets_has_one_zoomed_panel():
+    data = relearn_data()
+    tl = data["timeline"]
+    tl["roles"] = [[r if r != "forgotten" else "retained" for r in row] for row in tl["roles"]]
+    data["timeline"]["accuracy"] = np.where(np.isnan(data["timeline"]["accuracy"]), nan, 0.95)
+    data["timeline"]["accuracy"][0, 0] = 0.99
+    fig = timeline_figure(data)
+    assert len(fig.axes) == 1
+    lo, hi = fig.axes[0].get_ylim()
+    assert 0.9 < lo < 0.95 and 0.99 < hi < 1.01
+
+
+def test_the_matrix_masks_a_forgotten_stretch_and_what_was_not_yet_learned():
+    cells = matrix_cells(relearn_data())
+    a, b, c = 0, 1, 2
+    assert list(cells.state[:, a]) == [RETAINED, RETAINED, FORGOTTEN, FORGOTTEN, RETAINED]
+    assert list(cells.state[:, c]) == [NOT_LEARNED, NOT_LEARNED, NOT_LEARNED, RETAINED, RETAINED]
+    assert list(cells.accuracy.mask[:, a]) == [False, False, True, True, False]
+    assert list(cells.accuracy.mask[:, c]) == [True, True, True, False, False]
+    assert not cells.accuracy.mask[:, b][1:].any() and cells.accuracy.mask[0, b]
+    # what is left is exactly the retained accuracies: no 0.00 for the forgotten stretch
+    assert sorted(cells.accuracy.compressed()) == pytest.approx(sorted([0.97, 0.95, 0.96, 0.99, 0.98, 0.97, 0.96,
+                                                                        0.93, 0.92]))
+    assert cells.accuracy.compressed().min() > 0.9
+    assert matrix_cells({"timeline": relearn_data()["timeline"],
+                         "retained": {"tasks": [], "versions": [1, 2, 3, 4, 5], "accuracy": np.zeros((5, 0))}}) is None
+
+
+def test_the_heat_map_draws_forgotten_cells_blank_with_a_legend_and_a_zoomed_colour_bar():
+    fig = matrix_figure(relearn_data())
+    ax, bar = fig.axes
+    shown = ax.images[0].get_array()
+    assert shown.mask[2, 0] and shown.mask[3, 0] and not shown.mask[4, 0]
+    numbers = [t.get_text() for t in ax.texts]
+    assert len(numbers) == 9 and not any(float(n) < 0.5 for n in numbers)  # one per retained cell, none 0.00
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["forgotten", "not learned yet"]
+    assert "accuracy" in bar.get_ylabel()
+    vmin, vmax = ax.images[0].norm.vmin, ax.images[0].norm.vmax
+    assert 0.85 < vmin <= 0.92 and 0.99 <= vmax <= 1.0  # 0.92 and 0.99 get different colours
+    assert matrix_png(relearn_data())[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_long_task_names_get_short_distinct_tick_labels_and_crowded_cells_no_numbers():
+    names = [f"customer-segment-{i:02d}-quarterly-scan" for i in range(3)]
+    labels = short_labels(names)
+    assert labels == ["…gment-00-quart…", "…gment-01-quart…", "…gment-02-quart…"]  # the part that differs, kept
+    assert all(len(s) <= 16 for s in labels)
+    assert short_labels(["a", "b"]) == ["a", "b"]
+    assert all(len(s) <= 10 for s in short_labels(["x" * 30, "y" * 30], 10))
+
+    fig = matrix_figure(relearn_data(tuple(names)))
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == short_labels(names) and len(set(ticks)) == 3
+    assert all(t.get_rotation() == 45 for t in ax.get_xticklabels())
+
+    rng = np.random.default_rng(0)
+    n, steps = 30, 30
+    acc = np.tril(rng.uniform(0.9, 1.0, (steps, n)))
+    acc[acc == 0] = nan
+    roles = [["retained" if k <= i else None for k in range(n)] for i in range(steps)]
+    tasks = [f"task-{k}" for k in range(n)]
+    crowded = {"model": {"name": "many"}, "findings": [],
+               "timeline": {"versions": list(range(1, steps + 1)), "kinds": ["learn"] * steps, "tasks": tasks,
+                            "accuracy": acc, "roles": roles, "chance": np.full(n, 0.1)},
+               "retained": {"tasks": tasks, "versions": list(range(1, steps + 1)), "accuracy": acc}}
+    ax = matrix_figure(crowded).axes[0]
+    assert len(ax.texts) == 0 and ax.get_xticklabels()[0].get_fontsize() < 9
+
+
+def test_a_relearned_task_is_masked_while_it_was_forgotten_in_a_real_report(tmp_path):
+    lc = lifecycle.connect(f"sqlite:///{tmp_path / 'ledger.db'}")
+    make_model(lc)
+    t0, t1, _ = digits_tasks()
+    learn_task(lc, "digits", t0)
+    learn_task(lc, "digits", t1)
+    lc.drain()
+    lc.forget("digits", task="0-1")
+    lc.drain()
+    learn_task(lc, "digits", t0, prefix="again")
+    lc.drain()
+    data = build_report(lc, "digits")
+    assert data["timeline"]["kinds"] == ["learn", "learn", "forget", "learn"]
+    assert data["retained"]["tasks"] == ["0-1", "2-3"]
+    assert data["retained"]["accuracy"][2, 0] < 0.5  # the probe did see the forget ...
+
+    cells = matrix_cells(data)
+    assert list(cells.state[:, 0]) == [RETAINED, RETAINED, FORGOTTEN, RETAINED]
+    assert cells.accuracy.mask[2, 0] and cells.accuracy.compressed().min() > 0.5  # ... the matrix does not show it
+    assert list(cells.state[:, 1]) == [NOT_LEARNED, RETAINED, RETAINED, RETAINED]
+    lo, hi = timeline_limits(data)
+    assert lo > 0.5 and lo < cells.accuracy.min() and hi > cells.accuracy.max()
+
+    page = render_html(data)
+    table = page[page.index('<table id="matrix">'):]
+    table = table[:table.index("</table>")]
+    assert table.count(">forgotten</td>") == 1
+    rows = table.split("<tr>")
+    assert ">forgotten</td>" in rows[4] and "v3" in rows[4]

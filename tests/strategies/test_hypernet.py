@@ -9,15 +9,15 @@ import pytest
 import lifecycle
 from lifecycle import arrays
 from lifecycle.datasets import split_digits
-from lifecycle.worker import load_strategy
+from lifecycle.loading import load_strategy
 from lifecycle.strategies import ForgetSet, StrategyConfigError, TaskData
-from lifecycle.strategies.hypernet import HypernetConfig
+from lifecycle.strategies.hypernet import SPEC, HypernetConfig
 from lifecycle.strategies.hypernet.model import HypernetStrategy
 
-# A small target net and few epochs keep each learn under a second on 2 cores.
-# The hypernetwork keeps the default width: at (50, 50) a forgotten task came
-# back above chance during later learns in 2 of 6 seeds; at (200, 200), in none of 12.
-SMALL = {"hidden": [32], "hnet_layers": [200, 200], "chunk_size": 500, "epochs": 10, "batch_size": 32}
+# The spec's small, fast test config, but the hypernetwork keeps the default
+# width: at (50, 50) a forgotten task came back above chance during later
+# learns in 2 of 6 seeds; at (200, 200), in none of 12.
+SMALL = {**SPEC.test_config, "hnet_layers": [200, 200]}
 TOLERANCE = 0.05
 FORGOTTEN = "2-3"
 

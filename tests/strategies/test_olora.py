@@ -10,17 +10,15 @@ import pytest
 import lifecycle.errors as E
 from lifecycle import strategies
 from lifecycle import relapse as relapse_check
-from lifecycle.worker import Worker
 from lifecycle.strategies import ForgetSet, StrategyConfigError, TaskData
 from lifecycle.strategies.olora.detector import ledoit_wolf, roc_auc
 from tests.data import digits_tasks
 
-SMALL = {"hidden": [64], "epochs": 10}
+SPEC = strategies.get("olora")
 
 
 def build(**overrides):
-    spec = strategies.get("olora")
-    return spec.build(spec.make_config({**SMALL, **overrides}), 64, 10)
+    return SPEC.build(SPEC.make_test_config(**overrides), 64, 10)
 
 
 def learn(strategy, tasks):
@@ -221,7 +219,7 @@ def _learn_into(lc, model, t):
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_submit_refuses_sample_and_subject_forgets_with_the_reason(lc):
-    lc.create_model("gated", strategy="olora", n_features=64, n_classes=10, config=SMALL)
+    lc.create_model("gated", strategy="olora", n_features=64, n_classes=10, config=SPEC.test_config)
     t = digits_tasks(2)[0]
     _learn_into(lc, "gated", t)
     for kwargs in ({"subject": "alice"}, {"samples": [f"{t.name}/0"]}):
@@ -234,13 +232,12 @@ def test_submit_refuses_sample_and_subject_forgets_with_the_reason(lc):
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_worker_reports_gate_recall_and_false_activations(lc):
-    lc.create_model("gated", strategy="olora", n_features=64, n_classes=10, config=SMALL)
+    lc.create_model("gated", strategy="olora", n_features=64, n_classes=10, config=SPEC.test_config)
     ts = digits_tasks(3)
     for t in ts:
         _learn_into(lc, "gated", t)
     lc.forget("gated", task=ts[1].name, reason="licence revoked")
-    worker = Worker(lc)
-    worker.drain("gated")
+    lc.worker().drain(lc.model("gated").id)  # Worker.drain takes the model's id
     body = lc.certificate(lc.history("gated")[-1].request.id)["certificate"]
     report = body["verification"]["gate"]
     assert report is not None and set(report["recall"]) == {ts[1].name}

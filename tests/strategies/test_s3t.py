@@ -124,7 +124,9 @@ def test_config_is_validated():
 # ---- exactness and provenance -------------------------------------------------------
 
 
-def test_deactivation_equals_training_from_scratch_without_the_deleted_samples(digits):
+def test_deactivation_keeps_only_blocks_trained_as_from_scratch_without_the_deleted_samples(digits):
+    # Stage by stage, bit for bit. That a forget and the retrains it asks for predict as learning only
+    # the retained samples does is the conformance kit's forget_equals_retrain, for every exact strategy.
     data = batches(digits)
     strategy = learned(data)
     gone = frozenset(data[0].sample_ids[:3] + data[1].sample_ids[:2])
@@ -149,7 +151,7 @@ def test_deactivation_equals_training_from_scratch_without_the_deleted_samples(d
             assert_same_stages(active, full[: len(active)])
     assert truncated > 0
 
-    # a retrain of a shard gives the weights of the from-scratch training, for every sequence
+    # a retrain of a shard gives, stage for stage, the weights of the from-scratch training
     for j in range(SMALL["n_shards"]):
         plan = RetrainPlan(j, tuple(strategy.book.live_ids(j)))
         X, y = digits
@@ -157,7 +159,6 @@ def test_deactivation_equals_training_from_scratch_without_the_deleted_samples(d
         strategy.retrain(plan, TaskData("retrain", X[rows], y[rows], plan.sample_ids))
         for k in range(SMALL["n_sequences"]):
             assert_same_stages(strategy._stages[j][k], scratch._stages[j][k])
-    np.testing.assert_array_equal(strategy.scores(digits[0][:200]), scratch.scores(digits[0][:200]))
     assert strategy.verify_forgotten(gone)["passed"] is True
 
 
