@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import json
 import os
 import shutil
@@ -197,7 +199,8 @@ def relapse_scenario(lc, monkeypatch) -> dict:
 
 def test_report_numbers_come_from_the_ledger(lc, monkeypatch, tmp_path):
     ids = relapse_scenario(lc, monkeypatch)
-    data = build_report(lc, "digits")
+    queued = lc.status(ids["queued"])
+    data = build_report(lc, "digits", now=queued.received_at + dt.timedelta(seconds=90))
 
     tl = data["timeline"]
     assert tl["versions"] == [1, 2, 3, 4, 5]
@@ -225,11 +228,13 @@ def test_report_numbers_come_from_the_ledger(lc, monkeypatch, tmp_path):
     assert retained["learned_at_version"] == [1, 4]
 
     assert [r["id"] for r in data["open_requests"]] == [ids["queued"]]
-    assert data["open_requests"][0]["age_s"] >= 0 and not data["open_requests"][0]["overdue"]
+    assert data["open_requests"][0]["age_s"] == 90 and not data["open_requests"][0]["overdue"]
     assert [(r["id"], r["status"]) for r in data["unapplied"]] == [(ids["failed"], "failed")]
     assert "out of memory" in data["unapplied"][0]["error"]
     times = {r["id"]: r for r in data["requests"]}
-    assert times[ids["forget"]]["step_s"] > 0 and times[ids["forget"]]["total_s"] >= times[ids["forget"]]["step_s"]
+    forget = lc.status(ids["forget"])
+    assert times[ids["forget"]]["step_s"] == forget.step_seconds
+    assert times[ids["forget"]]["total_s"] == (forget.finished_at - forget.received_at).total_seconds()
     assert times[ids["queued"]]["step_s"] is None
 
     paths = write_report(lc, "digits", tmp_path / "reports")
