@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import hashlib
 import json
 import os
 import time
 import uuid
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from lifecycle.worker import Worker
 from lifecycle.errors import (
     AlreadyForgotten,
     DuplicateSampleIds,
+    EncoderMismatch,
     IdempotencyConflict,
     InvalidConfig,
     InvalidRequest,
@@ -140,13 +144,22 @@ class Lifecycle:
         name: str,
         *,
         strategy: str,
-        n_features: int,
+        n_features: int | None = None,
         n_classes: int,
         config: dict[str, Any] | None = None,
         relapse_threshold: float = 0.05,
         forget_due_days: float = 30.0,
         keep_states: int = 3,
         forgotten_probes: str = "keep",
+        encoder: str | os.PathLike | None = None,
+        encoder_weights: str | os.PathLike | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        input_dtype: str = "float32",
+        encoder_trained_on: str | None = None,
+        encoder_sha256: str | None = None,
+        encoder_batch: int | None = None,
+        device: str = "cpu",
+        max_false_activation: float = 0.05,
     ) -> Model:
         """Register a model.
 
@@ -156,6 +169,22 @@ class Lifecycle:
         ``forgotten_probes``: what a task forget does to the task's probe
         set: ``"keep"`` it to watch the task for relapse (certificates say
         so), or ``"purge"`` it with the task (relapse is then not watched).
+        ``max_false_activation``: for gated strategies, the share of a
+        retained task's probes the forget gate may fire on; above it the
+        step records a finding.
+
+        ``encoder``: a frozen feature extractor in front of the strategy
+        (see ``lifecycle.encoders``): a TorchScript or ``torch.export`` file,
+        or a factory ``"package.module:build"`` with ``encoder_weights`` (a
+        state-dict file). It takes inputs of ``input_shape`` (one input,
+        without the batch dimension) and ``input_dtype`` ("float32", or
+        "int64" for token ids); requests then carry raw inputs of that shape
+        and ``n_features`` may be left out. ``encoder_trained_on`` declares
+        what it was trained on (required: certificates quote it; it must not
+        be data this model may be asked to forget). ``encoder_sha256``
+        refuses the file unless that is its digest. ``encoder_batch``:
+        inputs encoded at a time (default 128). ``device``: where the
+        encoder runs ("cpu", or "cuda"/"cuda:N" where present).
         """
         validation.name(name, "model name")
         try:
@@ -163,6 +192,41 @@ class Lifecycle:
             cfg = spec.make_config(config)
         except (strategies.UnknownStrategy, strategies.StrategyConfigError, TypeError) as exc:
             raise InvalidConfig(str(exc)) from None
+        if not isinstance(max_false_activation, (int, float)) or isinstance(max_false_activation, bool) \
+                or not 0 < max_false_activation < 1:
+            raise InvalidRequest(f"max_false_activation is a share of a task's probes in (0, 1), not "
+                                 f"{max_false_activation!r}")
+        if encoder is None:
+            given = [k for k, v in (("encoder_weights", encoder_weights), ("input_shape", input_shape),
+                                    ("encoder_trained_on", encoder_trained_on), ("encoder_sha256", encoder_sha256),
+                                    ("encoder_batch", encoder_batch)) if v is not None]
+            if given:
+                raise InvalidRequest(f"{', '.join(given)} describe an encoder: pass encoder= too, or leave them out")
+            if input_dtype != "float32" or device != "cpu":
+                raise InvalidRequest("input_dtype and device are encoder settings: pass encoder= too, or leave them "
+                                     "out")
+            if n_features is None:
+                raise InvalidRequest("n_features is required (the width of a feature row), unless an encoder= with "
+                                     "its input_shape= gives it")
+        else:
+            from lifecycle import encoders
+
+            shape = encoders.check_shape(input_shape)
+            if n_features is not None and n_features != int(np.prod(shape)):
+                raise InvalidRequest(f"n_features ({n_features!r}) must be left out with an encoder, or equal the "
+                                     f"number of values in one input of shape {shape} ({int(np.prod(shape))})")
+            n_features = int(np.prod(shape))
+            if encoder_trained_on is None:
+                raise InvalidRequest("encoder_trained_on= is required with an encoder: certificates state what it was "
+                                     "trained on (it must not be data this model may be asked to forget)")
+            trained_on = validation.optional_text(encoder_trained_on, "encoder_trained_on", 2000)
+            if not trained_on.strip():
+                raise InvalidRequest("encoder_trained_on must not be empty")
+            if encoder_sha256 is not None and (not isinstance(encoder_sha256, str) or len(encoder_sha256) != 64
+                                               or any(c not in "0123456789abcdef" for c in encoder_sha256.lower())):
+                raise InvalidRequest(f"encoder_sha256 must be 64 hex digits, not {encoder_sha256!r}")
+            device = encoders.check_device(device)
+            _encoder_config_fits(strategy, cfg)
         for value, what, hi in ((n_features, "n_features", 10_000_000), (n_classes, "n_classes", 100_000)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= hi:
                 raise InvalidRequest(f"{what} must be an integer in 1..{hi}, not {value!r}")
@@ -179,12 +243,27 @@ class Lifecycle:
                                  f"{forgotten_probes!r}")
         if self.ledger.model(name) is not None:
             raise ModelExists(f"a model named {name!r} already exists")
+        record, written = None, []
+        if encoder is not None:
+            prepared = encoders.prepare(encoder, input_shape=shape, trained_on=trained_on, weights=encoder_weights,
+                                        input_dtype=input_dtype, batch_size=encoder_batch, device=device,
+                                        expected_sha256=encoder_sha256)
+            record = prepared.record
+            # in clear: nothing an erasure destroys is in it (see lifecycle.encoders); its digest is the file's sha256
+            existed = self.vault.artifacts.exists(record.digest)
+            self.vault.artifacts.put(prepared.data)
+            written = [] if existed else [record.digest]
         try:
             return self.ledger.create_model(name, strategy, strategies.base.config_to_dict(cfg), int(n_features),
                                             int(n_classes), float(relapse_threshold), float(forget_due_days),
-                                            keep_states, forgotten_probes)
+                                            keep_states, forgotten_probes, encoder=record, device=device,
+                                            max_false_activation=float(max_false_activation))
         except IntegrityError:
+            self._discard(written)
             raise ModelExists(f"a model named {name!r} already exists") from None
+        except BaseException:
+            self._discard(written)
+            raise
 
     def model(self, name: str) -> Model:
         found = self.ledger.model(validation.name(name, "model name"))
@@ -207,7 +286,7 @@ class Lifecycle:
         *,
         task: str,
         X: Any,
-        y: Any,
+        y: Any = None,
         sample_ids: Any = None,
         subjects: Any = None,
         probe: tuple[Any, Any] | None = None,
@@ -215,20 +294,32 @@ class Lifecycle:
         requested_by: str | None = None,
         reason: str | None = None,
     ) -> Request:
-        """Queue a learn request. Raises a typed error and writes nothing when invalid."""
+        """Queue a learn request. Raises a typed error and writes nothing when invalid.
+
+        ``X`` is one of
+        - an array (or array-like) of rows, with ``y`` and optionally ``sample_ids`` and ``subjects``;
+        - the path of a ``.npy`` file (``y`` an array or another ``.npy`` path), read a slice of rows
+          at a time with plain reads: never loaded whole, nor mapped;
+        - an iterator of batches ``(X, y)``, ``(X, y, sample_ids)`` or ``(X, y, sample_ids, subjects)``
+          (or dicts with those keys), with ``y``, ``sample_ids`` and ``subjects`` left out.
+
+        The data is checked, digested and sealed into the artifact store a
+        chunk at a time (``validation.CHUNK_BYTES``); the ledger's transaction
+        comes last and is short. Limits per request: ``validation.MAX_BATCH``
+        rows and ``validation.MAX_REQUEST_BYTES`` of float32 features, else
+        ``RequestTooLarge``. See README, "Big learns".
+        """
         m = self.model(model)
         validation.name(task, "task")
-        Xa = self._inputs(m, X)
-        ya = validation.labels(y, len(Xa), m.n_classes)
         key = None if idempotency_key is None else validation.name(idempotency_key, "idempotency_key")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
         reason = validation.optional_text(reason, "reason")
-        ids = (
-            validation.id_list(sample_ids, "sample_ids", len(Xa))
-            if sample_ids is not None
-            else None
-        )
-        subs = validation.subjects(subjects, len(Xa)) if subjects is not None else [None] * len(Xa)
+        batches = validation.is_batches(X)
+        if batches:
+            beside = [k for k, v in (("y", y), ("sample_ids", sample_ids), ("subjects", subjects)) if v is not None]
+            if beside:
+                raise InvalidRequest(f"X is an iterator of batches, and each batch carries its own y (and sample_ids, "
+                                     f"subjects): pass {', '.join(beside)} inside the batches, not beside them")
         existing_task = self.ledger.task(m.id, task)
         probe_arrays = None
         if probe is not None:
@@ -239,59 +330,221 @@ class Lifecycle:
         elif existing_task is None or existing_task.probe_digest is None:
             raise InvalidRequest(f"task {task!r} has no probe set yet: pass probe=(X_probe, y_probe) to evaluate it")
 
-        hashes = self._subject_digests(m, subs)
-        digests = None if ids is None else [self.ids.sample(i) for i in ids]
-        sha = _sha(kind=RequestKind.LEARN, task=task, X=Xa, y=ya, ids=digests, subjects=hashes,
-                   probe=None if probe_arrays is None else list(probe_arrays))
-        if key is not None:
-            prior = self._by_key(m, key, sha)
-            if prior is not None:
-                return prior
-        if digests is None:
-            digests = [self.ids.sample(f"{task}/{sha[:16]}/{i}") for i in range(len(Xa))]
-        if len(set(digests)) != len(digests):
-            raise DuplicateSampleIds("sample_ids repeats ids that differ only in Unicode normalisation")
-        positions = {d: i for i, d in enumerate(digests)}
-        tomb = self.ledger.tombstoned(m.id, digests)
-        if tomb:
-            raise TombstonedSample(
-                f"{len(tomb)} sample(s) of this learn request were forgotten earlier and may not be learned "
-                f"again, e.g. rows {sorted(positions[d] for d in tomb)[:3]}"
-            )
-        known = self.ledger.samples(m.id, digests)
-        if known:
-            raise DuplicateSampleIds(
-                f"{len(known)} sample id(s) are already in model {m.name!r}, e.g. rows "
-                f"{sorted(positions[d] for d in known)[:3]}"
-            )
-        contents = self.ids.rows(Xa)
-        again = self.ledger.tombstoned_content(m.id, contents)
-        if again:
-            rows = [i for i, c in enumerate(contents) if c in again]
-            raise TombstonedSample(
-                f"{len(rows)} row(s) of this learn request have the same content as samples forgotten earlier "
-                f"(under other ids), e.g. rows {rows[:3]}; forgotten data may not be learned again"
-            )
-        written = []
+        written: list[str] = []
+        staged: _StagedLearn | None = None
         try:
-            payload = self._seal(written, Xa, ya, digests)
+            if batches:
+                found = self._stage_batches(m, task, X, probe_arrays, key, written)
+            else:
+                found = self._stage_rows(m, task, X, y, sample_ids, subjects, probe_arrays, key, written)
+            if isinstance(found, Request):
+                return found  # the same payload under the same idempotency key: nothing staged
+            staged = found
             probe_digest = None
             if probe_arrays is not None:
                 probe_digest = self._seal(written, *probe_arrays)
-            classes = set(ya.tolist()) | (set(probe_arrays[1].tolist()) if probe_arrays else set())
+            classes = set(np.unique(staged.labels).tolist())
+            if probe_arrays is not None:
+                classes |= set(np.unique(probe_arrays[1]).tolist())
             return self.ledger.submit_learn(
-                m, task=task, classes=sorted(classes), probe_digest=probe_digest, payload_digest=payload,
-                payload_sha=sha, sample_ids=digests, labels=ya.tolist(), subject_hashes=hashes,
-                content_digests=contents, idempotency_key=key, requested_by=requested_by, reason=reason,
+                m, task=task, classes=sorted(classes), probe_digest=probe_digest, payload_digest=staged.payload,
+                payload_sha=staged.sha, sample_ids=staged.digests, labels=staged.labels,
+                subject_hashes=staged.subjects, content_digests=staged.contents, idempotency_key=key,
+                requested_by=requested_by, reason=reason,
             )
         except IntegrityError:
             self._discard(written)
-            if key is not None and (prior := self._by_key(m, key, sha)) is not None:
+            if key is not None and staged is not None and (prior := self._by_key(m, key, staged.sha)) is not None:
                 return prior
             raise DuplicateSampleIds("a concurrent request took some of these sample ids first") from None
         except BaseException:
             self._discard(written)
             raise
+
+    def _stage_rows(self, m: Model, task: str, X: Any, y: Any, sample_ids: Any, subjects: Any,
+                    probe_arrays: tuple[np.ndarray, np.ndarray] | None, key: str | None,
+                    written: list[str]) -> _StagedLearn | Request:
+        """Stage a learn whose rows are given whole (an array-like, or a .npy path).
+
+        Two passes over the rows: the first checks them, digests their
+        content and computes the request digest (exactly as ``_sha`` would on
+        the whole arrays); then the ledger is consulted (idempotency key,
+        tombstones, ids already learned); the second seals them into the
+        artifact store. A row that changed in between is refused.
+        """
+        source = _RowSource(X)
+        try:
+            step = validation.chunk_rows(m.n_features)
+            if source.n is not None:
+                validation.request_size(source.n, m.n_features)
+            sha = _PayloadSha()
+            contents: np.ndarray | None = None
+            sums: list[int] = []
+            kept: np.ndarray | None = None  # a request of one chunk is not read twice
+            n = source.n
+            for start, stop, raw in source.chunks(step):
+                Xc = np.ascontiguousarray(self._inputs(m, raw, "X" if stop == n and start == 0 else
+                                                       f"X[{start}:{stop}]"))
+                if n is None:  # an input whose length only its check tells
+                    n, stop = len(Xc), len(Xc)
+                    validation.request_size(n, m.n_features)
+                if len(Xc) != stop - start:
+                    raise InvalidRequest(f"X[{start}:{stop}] gave {len(Xc)} rows for {stop - start} inputs")
+                if start == 0:
+                    contents = np.empty((n, 32), np.uint8)
+                    sha.field("X")
+                    sha.update(f"{Xc.dtype.str}{(n, *Xc.shape[1:])}".encode())
+                sha.update(Xc)
+                sums.append(zlib.crc32(Xc))
+                contents[start:stop] = _raw_digests(self.ids.rows(Xc))
+                if stop == n and start == 0:
+                    kept = Xc
+                del Xc
+            sha.end()
+            ya = validation.labels(validation.npy_array(y, "y") if validation.is_path(y) else y, n, m.n_classes)
+            ids = validation.id_list(sample_ids, "sample_ids", n) if sample_ids is not None else None
+            subs = validation.subjects(subjects, n) if subjects is not None else None
+            digests = None if ids is None else _raw_column(n, lambda a, b: [self.ids.sample(i) for i in ids[a:b]])
+            hashes = None if subs is None else _digest_array(n, lambda a, b: self._subject_digests(m, subs[a:b]))
+            sha.field("ids")
+            sha.json_digests(digests)
+            sha.end()
+            sha.rest(task, probe_arrays, lambda: sha.json_digests(hashes, n),
+                     lambda: sha.update(f"{ya.dtype.str}{ya.shape}".encode() + ya.tobytes()))
+            payload_sha = sha.hexdigest()
+            if key is not None and (prior := self._by_key(m, key, payload_sha)) is not None:
+                return prior
+            if digests is None:
+                digests = _raw_column(n, lambda a, b: [self.ids.sample(f"{task}/{payload_sha[:16]}/{i}")
+                                                       for i in range(a, b)])
+            elif len(np.unique(digests.view("S32").ravel())) != n:
+                raise DuplicateSampleIds("sample_ids repeats ids that differ only in Unicode normalisation")
+            self._refuse_known(m, lambda: ((a, _strs(digests, a, a + _CHECK_ROWS), _strs(contents, a, a + _CHECK_ROWS))
+                                           for a in range(0, n, _CHECK_ROWS)))
+            with self.vault.row_writer(n) as writer:
+                for (start, stop, raw), crc in zip(source.chunks(step) if kept is None else [(0, n, None)], sums,
+                                                  strict=True):
+                    Xc = kept if kept is not None else np.ascontiguousarray(self._inputs(m, raw, f"X[{start}:{stop}]"))
+                    if len(Xc) != stop - start or zlib.crc32(Xc) != crc:
+                        raise InvalidRequest(f"X[{start}:{stop}] changed while the request was being submitted")
+                    writer.write(Xc, ya[start:stop], _hex(digests, start, stop))
+                    del Xc
+                payload = writer.finish()
+            written.append(payload)
+            return _StagedLearn(payload, payload_sha, digests, ya, hashes, contents)
+        finally:
+            source.close()
+
+    def _stage_batches(self, m: Model, task: str, batches: Any,
+                       probe_arrays: tuple[np.ndarray, np.ndarray] | None, key: str | None,
+                       written: list[str]) -> _StagedLearn | Request:
+        """Stage a learn given as an iterator of batches, in one pass: each
+        chunk is checked, digested, checked against the ledger and sealed
+        into a staged file as it comes.
+
+        Sample ids a batch leaves out are keyed digests of the task, the
+        row's position, label and content. The request digest covers the same
+        fields as ``_sha``, each digested as it streams, so it does not depend
+        on where the batches split (but differs from the digest of the same
+        rows given whole).
+        """
+        prior = self.ledger.request_by_key(m.id, key) if key is not None else None
+        step = validation.chunk_rows(m.n_features)
+        h_x, h_y, h_ids, h_subjects = (hashlib.sha256() for _ in range(4))
+        parts: dict[str, list] = {"digests": [], "labels": [], "subjects": [], "contents": []}
+        any_subject, with_ids, n, width = False, None, 0, None
+        writer = None if prior is not None else self.vault.row_writer(None)
+        try:
+            for index, item in enumerate(batches):
+                Xb, yb, ib, sb = validation.batch(item, index)
+                if with_ids is None:
+                    with_ids = ib is not None
+                elif with_ids != (ib is not None):
+                    raise InvalidRequest(f"batch {index} {'lacks' if with_ids else 'has'} sample_ids; either every "
+                                         "batch carries them or none does")
+                for start, stop, Xr, yr, ir, sr in _batch_slices(Xb, yb, ib, sb, step):
+                    where = f"batch {index}" + ("" if start is None else f" [{start}:{stop}]")
+                    Xc = np.ascontiguousarray(self._inputs(m, Xr, f"{where} X"))
+                    k = len(Xc)
+                    width = Xc.shape[1] if width is None else width
+                    validation.request_size(n + k, m.n_features, "the batches")
+                    yc = validation.labels(yr, k, m.n_classes, f"{where} y")
+                    ids = validation.id_list(ir, f"{where} sample_ids", k) if with_ids else None
+                    subs = validation.subjects(sr, k) if sr is not None else [None] * k
+                    contents = self.ids.rows(Xc)
+                    digests = ([self.ids.sample(i) for i in ids] if ids is not None else
+                               [self.ids.sample(f"{task}/{n + j}/{label}/{c}")
+                                for j, (label, c) in enumerate(zip(yc.tolist(), contents))])
+                    hashes = self._subject_digests(m, subs)
+                    any_subject = any_subject or any(h is not None for h in hashes)
+                    for h, values in ((h_ids, digests if ids is not None else None), (h_subjects, hashes)):
+                        if values is not None:
+                            h.update((", " if n else "").encode() + ", ".join(map(json.dumps, values)).encode())
+                    h_x.update(Xc)
+                    h_y.update(yc)
+                    if writer is not None:
+                        self._refuse_known(m, lambda: [(n, digests, contents)])
+                        writer.write(Xc, yc, digests)
+                    parts["digests"].append(_raw_digests(digests))
+                    parts["contents"].append(_raw_digests(contents))
+                    # a chunk without subjects keeps only its count
+                    parts["subjects"].append(np.array([h or "" for h in hashes], "S64")
+                                             if any(h is not None for h in hashes) else k)
+                    parts["labels"].append(yc)
+                    n += k
+            if n == 0:
+                raise InvalidRequest("X is empty: the batches hold no sample, and a request needs at least one")
+            sha = _PayloadSha()
+            sha.field("X")
+            sha.update(f"<f4{(n, width)}stream:".encode() + h_x.digest())
+            sha.end()
+            sha.field("ids")
+            sha.update(b"stream:" + h_ids.digest() if with_ids else b"null")
+            sha.end()
+            sha.rest(task, probe_arrays, lambda: sha.update(b"stream:" + h_subjects.digest()),
+                     lambda: sha.update(f"<i8{(n,)}stream:".encode() + h_y.digest()))
+            payload_sha = sha.hexdigest()
+            if prior is not None:
+                if (found := self._by_key(m, key, payload_sha)) is not None:
+                    return found
+                raise IdempotencyConflict(f"idempotency key {key!r} was used with a different payload")
+            digests = np.concatenate(parts.pop("digests"))
+            if len(np.unique(digests.view("S32").ravel())) != n:
+                raise DuplicateSampleIds("sample_ids repeats ids across batches (or ids that differ only in "
+                                         "Unicode normalisation)")
+            payload = writer.finish()
+            written.append(payload)
+            subjects = np.concatenate([p if isinstance(p, np.ndarray) else np.zeros(p, "S64")
+                                       for p in parts.pop("subjects")]) if any_subject else None
+            return _StagedLearn(payload, payload_sha, digests, np.concatenate(parts.pop("labels")), subjects,
+                                np.concatenate(parts.pop("contents")))
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+
+    def _refuse_known(self, m: Model, chunks) -> None:
+        """Refuse rows forgotten before (by id or by content) and ids the model already holds.
+        ``chunks()`` gives ``(first row, digests, content digests)`` slices, each checked in one
+        short transaction; the problems are named in that order, counted over all the slices."""
+        counts, rows = [0, 0, 0], [[], [], []]
+        for start, ids, contents in chunks():
+            found = self.ledger.learn_conflicts(m.id, ids, contents)  # tombstoned ids, known ids, tombstoned rows
+            for k, (hits, values) in enumerate(zip(found, (ids, ids, contents))):
+                counts[k] += len(hits)
+                if hits and len(rows[k]) < 3:
+                    rows[k] += [start + i for i, v in enumerate(values) if v in hits][:3 - len(rows[k])]
+        if counts[0]:
+            raise TombstonedSample(f"{counts[0]} sample(s) of this learn request were forgotten earlier and may not "
+                                   f"be learned again, e.g. rows {rows[0]}")
+        if counts[1]:
+            raise DuplicateSampleIds(f"{counts[1]} sample id(s) are already in model {m.name!r}, e.g. rows {rows[1]}")
+        count, rows = counts[2], rows[2]
+        if count:
+            raise TombstonedSample(
+                f"{count} row(s) of this learn request have the same content as samples forgotten earlier (under "
+                f"other ids), e.g. rows {rows}; forgotten data may not be learned again"
+            )
 
     def forget(
         self,
@@ -562,10 +815,20 @@ class Lifecycle:
 
     @staticmethod
     def _inputs(m: Model, X: Any, what: str = "X") -> np.ndarray:
-        """A model's inputs as submitted (learn rows, probe sets, predict), checked: the one place their shape is known."""
+        """A model's inputs as submitted (learn rows, probe sets, predict), checked: the one place their shape is known.
+
+        With an encoder they are raw inputs of its input shape, returned as
+        flattened float32 rows (how they are stored; the shape comes back
+        from the model's ``input_shape`` when they are encoded).
+        """
+        if m.encoder is not None:
+            from lifecycle import encoders
+
+            return encoders.check_inputs(X, m.encoder, what)
         return validation.features(X, m.n_features, what)
 
     def predict(self, model: str, X: Any, task: str | None = None) -> np.ndarray:
+        """Predicted labels of ``X`` (raw inputs of the encoder's input shape when the model has one)."""
         m = self.model(model)
         Xa = self._inputs(m, X)
         version = self.ledger.latest_version(m.id)
@@ -579,6 +842,8 @@ class Lifecycle:
                 raise UnknownTask(f"model {m.name!r} has no task {task!r}")
         try:
             strategy = load_strategy(self.vault, m, version)
+        except EncoderMismatch:
+            raise
         except (ArtifactCorrupt, ArtifactMissing) as exc:
             raise StorageFault(f"model {m.name!r} cannot be loaded: {exc}. Restore the file from a backup of the "
                                f"artifact folder, or run: lifecycle repair {m.name}") from None
@@ -614,6 +879,58 @@ class Lifecycle:
                 for s in subjects]
 
 
+    # ---- a person's erasure, across every model (see lifecycle.erasure) --------
+
+    def erase(self, *, subject: str, reason: str | None = None, requested_by: str | None = None,
+              idempotency_key: str | None = None, due_days: float = 30.0,
+              status_callback_urls: Sequence[str] | None = None, token_id: str | None = None):
+        """Erase a person from every model: one forget of the subject per model
+        that holds their samples (joining one already queued), and a record,
+        for every other model, that it holds none. Returns the erasure
+        (``lifecycle.store.erasures.Erasure``): its person-level status is
+        completed once every forget is applied and certified. Due in
+        ``due_days`` (GDPR: a month); the forgets share its due date. A repeat
+        with the same ``idempotency_key`` returns the first erasure. Raises
+        ``UnsupportedForgetUnit`` (nothing queued) when a model that forgets
+        whole tasks only holds the subject's samples."""
+        from lifecycle import erasure
+        return erasure.erase(self, subject=subject, reason=reason, requested_by=requested_by,
+                             idempotency_key=idempotency_key, due_days=due_days,
+                             status_callback_urls=status_callback_urls, token_id=token_id)[0]
+
+    def erasure(self, erasure_id: str):
+        """An erasure by its id (or a unique prefix), its status brought up to date."""
+        from lifecycle import erasure
+        return erasure.erasure(self, erasure_id)
+
+    def erasures(self, statuses: list[str] | None = None) -> list:
+        """Erasures, oldest first (statuses: pending, in_progress, completed, failed, cancelled)."""
+        from lifecycle import erasure
+        return erasure.erasures(self, statuses)
+
+    def cancel_erasure(self, erasure_id: str):
+        """Cancel a pending erasure and the forgets it queued; ``RequestNotCancellable`` once one started."""
+        from lifecycle import erasure
+        return erasure.cancel(self, erasure_id)
+
+    def create_token(self, name: str, *, scopes: Sequence[str], created_by: str | None = None):
+        """A new HTTP API token: ``(ApiToken, secret)``. The secret is shown once; the ledger keeps its SHA-256."""
+        from lifecycle import erasure
+        return erasure.create_token(self, name, scopes, created_by)
+
+    def revoke_token(self, token_id: str):
+        from lifecycle import erasure
+        return erasure.revoke_token(self, token_id)
+
+    def tokens(self) -> list:
+        from lifecycle.store.tokens import Tokens
+        return Tokens(self.ledger).list()
+
+    def authenticate(self, token: str):
+        """The API token a secret stands for (revoked ones too), or None."""
+        from lifecycle.store.tokens import Tokens
+        return Tokens(self.ledger).find(token) if isinstance(token, str) and token else None
+
 
 def _readable(read) -> bool:
     try:
@@ -621,6 +938,19 @@ def _readable(read) -> bool:
         return True
     except (ArtifactCorrupt, ArtifactMissing):
         return False
+
+
+def _encoder_config_fits(strategy: str, cfg: Any) -> None:
+    """With an encoder, the encoder is the pretrained base: a strategy's own pretrained base (on raw
+    pixels) or an image-shaped target net would be applied to features, which means nothing."""
+    base = getattr(cfg, "base", "random")
+    if base != "random":
+        raise InvalidConfig(f"strategy {strategy!r} with an encoder: config base must be 'random', not {base!r} (the "
+                            "encoder is the pretrained base; a base pretrained on raw pixels cannot read its features)")
+    target = getattr(cfg, "target_net", "mlp")
+    if target != "mlp":
+        raise InvalidConfig(f"strategy {strategy!r} with an encoder: config target_net must be 'mlp', not {target!r} "
+                            "(the hypernetwork generates a head on the encoder's features, which are not an image)")
 
 
 def sample_level_strategies() -> list[str]:
@@ -642,3 +972,154 @@ def _sha(**fields: Any) -> str:
             h.update(json.dumps(v, sort_keys=True).encode())
         h.update(b"\1")
     return h.hexdigest()
+
+
+# ---- big learns: rows given whole, batches, the request digest a field at a time ----
+
+_CHECK_ROWS = 50_000  # digests checked against the ledger (and hashed) at a time
+
+
+@dataclass(frozen=True)
+class _StagedLearn:
+    """A learn whose data file is stored and whose ledger rows are ready (columns in data-file order)."""
+
+    payload: str
+    sha: str
+    digests: np.ndarray  # (rows, 32) uint8: keyed sample-id digests, raw (half the bytes of hex)
+    labels: np.ndarray  # int64
+    subjects: np.ndarray | None  # S64 hex, b"" for none; None when no row has a subject
+    contents: np.ndarray  # (rows, 32) uint8: keyed content digests, raw
+
+
+class _RowSource:
+    """The rows of a learn given whole: an array-like, sliced, or a .npy path, read a slice at a time.
+    ``n`` is None for an input whose length only its check can tell (it is then read in one piece)."""
+
+    def __init__(self, X: Any) -> None:
+        self.X, self.npy, self.n = X, None, None
+        if validation.is_path(X):
+            self.npy = validation.NpyRows(X, "X")
+            self.n = len(self.npy) if self.npy.shape else None
+        elif (isinstance(X, np.ndarray) and X.ndim >= 1) or (isinstance(X, Sequence) and not isinstance(X, str)):
+            self.n = len(X)
+
+    def chunks(self, rows: int):
+        """``(start, stop, raw rows)``; the whole input in one piece when it fits in one."""
+        if self.n is None or self.n <= rows:
+            yield 0, self.n, (self.npy.whole() if self.npy is not None else self.X)
+            return
+        for start in range(0, self.n, rows):
+            stop = min(self.n, start + rows)
+            yield start, stop, (self.npy.read(start, stop) if self.npy is not None else self.X[start:stop])
+
+    def close(self) -> None:
+        if self.npy is not None:
+            self.npy.close()
+
+
+def _batch_slices(X: Any, y: Any, ids: Any, subjects: Any, rows: int):
+    """A batch as ``(start, stop, X, y, ids, subjects)`` pieces of at most ``rows`` rows (start None: whole)."""
+    sliceable = [v for v in (X, y, ids, subjects) if v is not None]
+    n = len(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else None
+    if n == 0:
+        return
+    if n is None or n <= rows or not all(isinstance(v, (np.ndarray, Sequence)) for v in sliceable):
+        yield None, None, X, y, ids, subjects
+        return
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        yield (start, stop, X[start:stop], y[start:stop], None if ids is None else ids[start:stop],
+               None if subjects is None else subjects[start:stop])
+
+
+def _digest_array(n: int, digests) -> np.ndarray:
+    """An S64 column of ``digests(start, stop)`` (hex digests, None stored as b"")."""
+    out = np.empty(n, "S64")
+    for start in range(0, n, _CHECK_ROWS):
+        stop = min(n, start + _CHECK_ROWS)
+        out[start:stop] = [d or "" for d in digests(start, stop)]
+    return out
+
+
+def _raw_column(n: int, digests) -> np.ndarray:
+    """A (n, 32) uint8 column of the hex digests ``digests(start, stop)`` gives, raw."""
+    out = np.empty((n, 32), np.uint8)
+    for start in range(0, n, _CHECK_ROWS):
+        stop = min(n, start + _CHECK_ROWS)
+        out[start:stop] = _raw_digests(digests(start, stop))
+    return out
+
+
+def _raw_digests(hex_digests: list[str]) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex("".join(hex_digests)), np.uint8).reshape(-1, 32)
+
+
+def _hex(column: np.ndarray, start: int, stop: int) -> list[bytes]:
+    """Rows of a raw digest column as hex (ASCII bytes)."""
+    return np.frombuffer(binascii.hexlify(column[start:stop].tobytes()), "S64").tolist()
+
+
+def _strs(column: np.ndarray, start: int, stop: int) -> list[str]:
+    return [v.decode() for v in _hex(column, start, stop)]
+
+
+class _PayloadSha:
+    """The request digest ``_sha`` gives a learn, fed a field at a time (fields in sorted order:
+    X, ids, kind, probe, subjects, task, y), so that no field is ever held as one ``bytes``."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def field(self, name: str) -> None:
+        self._h.update(name.encode() + b"\0")
+
+    def end(self) -> None:
+        self._h.update(b"\1")
+
+    def update(self, data: Any) -> None:
+        self._h.update(data)
+
+    def json(self, value: Any) -> None:
+        self._h.update(json.dumps(value, sort_keys=True).encode())
+
+    def json_digests(self, column: np.ndarray | None, n: int | None = None) -> None:
+        """``json.dumps`` of a list of hex digests (a raw column, or an S64 one where b"" stands for
+        None); None with ``n``: n nulls, None alone: ``null``."""
+        if column is None and n is None:
+            self.json(None)
+            return
+        total = len(column) if column is not None else n
+        self._h.update(b"[")
+        for start in range(0, total, _CHECK_ROWS):
+            stop = min(total, start + _CHECK_ROWS)
+            values = None if column is None else \
+                _hex(column, start, stop) if column.ndim == 2 else column[start:stop].tolist()
+            items = [b"null"] * (stop - start) if values is None else \
+                [b'"' + v + b'"' if v else b"null" for v in values]
+            self._h.update((b", " if start else b"") + b", ".join(items))
+        self._h.update(b"]")
+
+    def rest(self, task: str, probe_arrays: tuple[np.ndarray, np.ndarray] | None, subjects, labels) -> None:
+        """The fields after ids; ``subjects`` and ``labels`` are callables that feed their own content."""
+        self.field("kind")
+        self.json(RequestKind.LEARN)
+        self.end()
+        self.field("probe")
+        if probe_arrays is None:
+            self.json(None)
+        else:
+            for a in probe_arrays:
+                self._h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+        self.end()
+        self.field("subjects")
+        subjects()
+        self.end()
+        self.field("task")
+        self.json(task)
+        self.end()
+        self.field("y")
+        labels()
+        self.end()
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.store.records import Claim, Evaluation, Role
+from lifecycle.store.records import Claim, Evaluation, Model, Role
 
 from lifecycle.strategies.base import Tags
 
@@ -27,11 +27,17 @@ def build(
     notes: list[str] | None = None,
     forgotten_probes: str = "keep",
     checkpoint: dict[str, Any] | None = None,
+    encoder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     req = claim.request
     retained = [e for e in evaluations if e.role == Role.RETAINED]
     forgotten = [e for e in evaluations if e.role == Role.FORGOTTEN]
-    return {
+    # a finding on a forgotten task is a relapse (its accuracy came back, or the gate misses it); one on a
+    # retained task is the forget gate firing on what the model keeps (see relapse.gate_false_activations)
+    gone = {e.task for e in forgotten}
+    relapsed = [f for f in findings if f["task"] in gone]
+    over_suppressed = [f for f in findings if f["task"] not in gone]
+    body = {
         "kind": "lifecycle.deletion-certificate/1",
         "request": {
             "id": req.id,
@@ -70,8 +76,8 @@ def build(
             ],
             "tasks_forgotten_by_this_request": forgotten_tasks,
             "retained_tasks": [{"task": e.task, "accuracy": e.accuracy} for e in retained],
-            "relapse_findings": findings,
-            "relapse_status": "relapse" if findings else "clear",
+            "relapse_findings": relapsed,
+            "relapse_status": "relapse" if relapsed else "clear",
             # attack AUC of the forgotten samples against unseen ones of their
             # classes, measured before the purge: 0.5 is no signal
             "membership_inference": membership,
@@ -87,4 +93,37 @@ def build(
         "audit_anchor": {"seq": audit_anchor[0], "hash": audit_anchor[1]},
         # the newest signed checkpoint of the chains when the step ran (lifecycle.checkpoints), if any
         "checkpoint": checkpoint,
+    }
+    if gate is not None:
+        # retained tasks whose probes open the gate more often than the model allows (max_false_activation)
+        body["verification"]["gate_false_activation_findings"] = over_suppressed
+    if encoder is not None:
+        body["encoder"] = encoder
+    return body
+
+
+SHA256_OF = {"torchscript": "the TorchScript file", "export": "the torch.export program",
+             "factory": "the weights file the factory loads"}
+
+
+def encoder_declaration(model: Model) -> dict[str, Any] | None:
+    """What a certificate says of a model's encoder: which file it is (its sha256, which the ledger
+    checks whenever it loads it), what the user declared it was trained on, and that no erasure
+    reaches it."""
+    enc = model.encoder
+    if enc is None:
+        return None
+    return {
+        "sha256": enc.digest,
+        "sha256_of": SHA256_OF.get(enc.kind, enc.kind),
+        "kind": enc.kind,
+        "factory": enc.factory,
+        "input_shape": list(enc.input_shape),
+        "input_dtype": enc.input_dtype,
+        "out_features": enc.out_features,
+        "trained_on": enc.trained_on,
+        "trained_on_is": "the declaration of whoever created the model, not something lifecycle verified",
+        "deletion_scope": "outside: the encoder is frozen and never trains on what this model learns or forgets, "
+                          "so no erasure changes it; what the strategy learned on its features is what this "
+                          "certificate's exactness class and verification are about",
     }

@@ -197,6 +197,10 @@ def serve(
     metrics_host: str = typer.Option("127.0.0.1", help="Address for the metrics endpoint."),
     log_level: str = typer.Option("INFO", help="Logging level."),
     log_format: str = typer.Option("json", help="json (one object per line) or text."),
+    http: Optional[str] = typer.Option(None, "--http", help="Also serve the HTTP API (OpenDSR erasures, /v1, "
+                                                            "docs at /docs) on HOST:PORT."),
+    ssl_certfile: Optional[str] = typer.Option(None, help="TLS certificate (PEM) for --http."),
+    ssl_keyfile: Optional[str] = typer.Option(None, help="TLS private key (PEM) for --http."),
 ):
     """Drain the request queue on a schedule until SIGTERM/SIGINT."""
     from lifecycle.service import Service
@@ -209,7 +213,8 @@ def serve(
                       reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
                       report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports,
                       claim_batch=claim_batch, sweep_interval=sweep_interval, checkpoints_dir=checkpoints,
-                      checkpoint_interval=checkpoint_interval)
+                      checkpoint_interval=checkpoint_interval, http=http, http_ssl_certfile=ssl_certfile,
+                      http_ssl_keyfile=ssl_keyfile)
     raise typer.Exit(service.run())
 
 
@@ -433,6 +438,81 @@ def demo(db: Optional[str] = typer.Option(None, "--db", help="Ledger URL (defaul
     from lifecycle.demo import run_demo
 
     run_demo(db, width=width, console=console)
+
+
+token_app = typer.Typer(help="HTTP API tokens (kept in the ledger as SHA-256 hashes only).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(name: str = typer.Argument(..., help="What the token is for, e.g. crm-erasures."),
+                 scope: list[str] = typer.Option(..., "--scope", help="erasure:submit, learn:submit, read, predict "
+                                                                      "or admin (repeatable)."),
+                 created_by: Optional[str] = typer.Option(None, help="Who created it."),
+                 db: Optional[str] = DbOpt):
+    """Create a token; its secret is printed once (stdout) and never stored."""
+    token, secret = _connect(db).create_token(name, scopes=scope, created_by=created_by)
+    Console(stderr=True).print(f"token {token.id} ({name}): scopes {', '.join(token.scopes)}; the secret below is "
+                               "shown once only")
+    print(secret)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id (see token list)."),
+                 db: Optional[str] = DbOpt):
+    """Revoke a token: requests bearing it are refused with 401 from then on."""
+    token = _connect(db).revoke_token(token_id)
+    console.print(f"token {token.id} revoked at {_fmt_time(token.revoked_at)} UTC")
+
+
+@token_app.command("list")
+def token_list(db: Optional[str] = DbOpt):
+    """Tokens (ids, names, scopes, state); never their secrets."""
+    table = Table("id", "name", "scopes", "created (UTC)", "by", "revoked (UTC)")
+    for t in _connect(db).tokens():
+        table.add_row(t.id, t.name, " ".join(t.scopes), _fmt_time(t.created_at), t.created_by or "",
+                      _fmt_time(t.revoked_at))
+    console.print(table)
+
+
+@app.command()
+def erase(subject: Optional[str] = typer.Option(None, help="The data subject to erase from every model."),
+          reason: Optional[str] = typer.Option(None, help="Why (kept in the ledger and the certificates)."),
+          requested_by: Optional[str] = typer.Option(None, help="Who asked."),
+          idempotency_key: Optional[str] = typer.Option(None, help="Resubmitting with the same key is a no-op."),
+          due_in_days: float = typer.Option(30.0, help="Deadline of the erasure and its forgets."),
+          status: Optional[str] = typer.Option(None, "--status", help="Show this erasure (id or prefix) instead "
+                                                                     "of submitting one."),
+          db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt):
+    """Erase a person from every model (one forget per model holding their samples); prints the erasure id."""
+    if not status and subject is None:
+        raise typer.BadParameter("give --subject (or --status ID to show an erasure)")
+    lc = _connect(db, artifacts, keys)
+    e = lc.erasure(status) if status else lc.erase(subject=subject, reason=reason, requested_by=requested_by,
+                                                   idempotency_key=idempotency_key, due_days=due_in_days)
+    table = Table("model", "outcome", "request", "status", "certified")
+    for p in e.parts:
+        table.add_row(p.model, p.outcome, p.request_id or "", p.request_status or "", "yes" if p.certified else "")
+    console.print(f"erasure {e.id}: {e.status} (received {_fmt_time(e.received_at)}, due {_fmt_time(e.due_at)} "
+                  "UTC)")
+    console.print(table)
+    print(e.id)
+
+
+@app.command()
+def api(http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT to serve the HTTP API on."),
+        db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt,
+        ssl_certfile: Optional[str] = typer.Option(None, help="TLS certificate (PEM) for HTTPS."),
+        ssl_keyfile: Optional[str] = typer.Option(None, help="TLS private key (PEM) for HTTPS."),
+        log_level: str = typer.Option("INFO", help="Logging level.")):
+    """Serve the HTTP API alone (OpenDSR erasures, /v1, docs at /docs), without the scheduler."""
+    from lifecycle.http.app import serve_forever
+
+    from lifecycle.telemetry import configure_logging
+
+    configure_logging(log_level, "json")
+    raise typer.Exit(serve_forever(_connect(db, artifacts, keys), http, ssl_certfile=ssl_certfile,
+                                   ssl_keyfile=ssl_keyfile))
 
 
 def main() -> None:

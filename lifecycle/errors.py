@@ -84,6 +84,20 @@ class NotRepairable(LifecycleError):
     """The model cannot be rebuilt from what is stored; the message says what to restore or roll back to."""
 
 
+class InvalidEncoder(LifecycleError, ValueError):
+    """An encoder that cannot be used: an unreadable file, an unimportable factory, weights that do not
+    fit it, an input shape it does not take, or an output that is not one feature vector per input."""
+
+
+class EncoderMismatch(StorageFault, ArtifactCorrupt):
+    """A model's stored encoder no longer matches what the ledger recorded for it (its sha256, or what the
+    factory now builds): it is refused, never used in its place."""
+
+
+class RequestTooLarge(InvalidRequest):
+    """A request over the per-request limits (rows, or bytes of float32 features); see ``lifecycle.validation``."""
+
+
 class BenchUnavailable(LifecycleError):
     """The comparative bench is research tooling: it ships with the source checkout, not the package."""
 
@@ -97,9 +111,11 @@ __all__ = [
     "LedgerUnreachable",
     "NoLedger",
     "DuplicateSampleIds",
+    "EncoderMismatch",
     "IdempotencyConflict",
     "InvalidConfig",
     "InvalidRequest",
+    "InvalidEncoder",
     "LeaseLost",
     "LedgerError",
     "LifecycleError",
@@ -108,6 +124,7 @@ __all__ = [
     "NotRepairable",
     "StorageFault",
     "RequestNotCancellable",
+    "RequestTooLarge",
     "SchemaOutOfDate",
     "TombstonedSample",
     "UnknownModel",

@@ -55,6 +55,9 @@ class Service:
         sweep_grace_seconds: float = SWEEP_GRACE_SECONDS,
         checkpoints_dir: str | os.PathLike | None = None,
         checkpoint_interval: float = 300.0,
+        http: str | None = None,
+        http_ssl_certfile: str | None = None,
+        http_ssl_keyfile: str | None = None,
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
             raise InvalidConfig("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
@@ -87,6 +90,12 @@ class Service:
         self.metrics_host = metrics_host
         self.telemetry: Telemetry | None = None
         self.scheduler = None
+        # the HTTP API beside the scheduler (lifecycle.http), built now so a bad address fails before serving
+        self.http = None
+        if http is not None:
+            from lifecycle.http.app import HttpServer
+
+            self.http = HttpServer(lc, http, ssl_certfile=http_ssl_certfile, ssl_keyfile=http_ssl_keyfile)
 
     # ---- jobs ----------------------------------------------------------------
 
@@ -107,6 +116,12 @@ class Service:
     def sweep(self) -> list[str]:
         """Erase stored files nothing references (a crash's leftovers)."""
         return self.lc.sweep(self.sweep_grace_seconds)
+
+    def refresh_erasures(self) -> list:
+        """Bring every open person-level erasure's status up to date from its forgets."""
+        from lifecycle.erasure import refresh_all
+
+        return refresh_all(self.lc)
 
     def write_checkpoint(self) -> Path:
         """Sign every chain's head into the checkpoint folder."""
@@ -172,6 +187,7 @@ class Service:
                           next_run_time=_now())
         scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")
         scheduler.add_job(self.sweep, "interval", seconds=self.sweep_interval, id="sweep")
+        scheduler.add_job(self.refresh_erasures, "interval", seconds=max(self.interval, 5.0), id="erasures")
         if self.checkpoints_dir is not None:
             scheduler.add_job(self.write_checkpoint, "interval", seconds=self.checkpoint_interval, id="checkpoint",
                               next_run_time=_now())
@@ -205,7 +221,13 @@ class Service:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         log.info("serving as worker %s", self.worker.owner)
-        self.scheduler.start()
+        if self.http is not None:
+            self.http.start()
+        try:
+            self.scheduler.start()
+        finally:
+            if self.http is not None:
+                self.http.stop()
         self._finish_current_step()
         log.info("stopped")
         return 0
@@ -215,10 +237,14 @@ class Service:
         self.scheduler = BackgroundScheduler(job_defaults=self._job_defaults())
         self._schedule(self.scheduler)
         self._start_telemetry()
+        if self.http is not None:
+            self.http.start()
         self.scheduler.start()
 
     def stop(self) -> None:
         self.worker.stopping.set()
+        if self.http is not None:
+            self.http.stop()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.telemetry is not None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
+import types
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import numpy as np
 from lifecycle import strategies
 from lifecycle import arrays, certificates, checkpoints, mia, purge
 from lifecycle import relapse as relapse_check
-from lifecycle.loading import chance, load_strategy
+from lifecycle.loading import build_strategy, chance, load_strategy
+from lifecycle.errors import InvalidConfig
 from lifecycle.signing import Signer
 from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
@@ -77,7 +81,8 @@ class Worker:
     signer of certificates, and on nothing else."""
 
     def __init__(self, ledger: Ledger, vault: Vault, signer: Signer, *, owner: str | None = None,
-                 lease_seconds: float = 60.0, max_attempts: int = 5, claim_batch: int = 1) -> None:
+                 lease_seconds: float = 60.0, max_attempts: int = 5, claim_batch: int = 1,
+                 state_cache_bytes: int | None = None, probe_cache_bytes: int | None = None) -> None:
         self.ledger = ledger
         self.vault = vault
         self.signer = signer
@@ -99,8 +104,14 @@ class Worker:
         self.current: list[Claim] = []  # the batch being worked on
         # called as on_step(strategy, kind, seconds) after each applied step (metrics)
         self.on_step: Callable[[str, str, float], None] | None = None
-        self._cache: dict[int, tuple[str, strategies.Strategy]] = {}
-        self._probes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # Models kept loaded between steps (by model id: their version's digest and the strategy) and
+        # probe sets kept read (by digest), each bounded in bytes, least recently used out first:
+        # ``state_cache_bytes`` / ``probe_cache_bytes``, or $LIFECYCLE_STATE_CACHE_BYTES /
+        # $LIFECYCLE_PROBE_CACHE_BYTES (defaults: 1 GiB and 256 MiB; 0 keeps nothing).
+        self._cache = LruBytes(_cache_limit(state_cache_bytes, "LIFECYCLE_STATE_CACHE_BYTES", 1 << 30,
+                                            "state_cache_bytes"))
+        self._probes = LruBytes(_cache_limit(probe_cache_bytes, "LIFECYCLE_PROBE_CACHE_BYTES", 256 << 20,
+                                             "probe_cache_bytes"))
 
     def drain(self, model_id: int | None = None, max_steps: int | None = None) -> list[Request]:
         done: list[Request] = []
@@ -252,6 +263,7 @@ class Worker:
                 notes=strategy.certificate_notes(),
                 forgotten_probes=model.forgotten_probes,
                 checkpoint=checkpoints.latest(self.checkpoints),
+                encoder=certificates.encoder_declaration(model),
             ))
         outcome = StepOutcome(
             artifact_digest=digest,
@@ -284,7 +296,8 @@ class Worker:
                 continue
             applied.append(step)
             outcome = step.result.outcome
-            self._cache[model.id] = (outcome.artifact_digest, step.strategy)
+            self._cache.put(model.id, (outcome.artifact_digest, step.strategy),
+                            max(footprint(step.strategy), self.vault.artifacts.size(outcome.artifact_digest)))
             log.info("applied -> %s v%d in %.3f s", model.name, done.version.version, outcome.step_seconds,
                      extra={**ctx, "version": done.version.version, "step_seconds": outcome.step_seconds})
             if self.on_step is not None:
@@ -301,7 +314,8 @@ class Worker:
 
     def _learn(self, claim: Claim, strategy, context: StepContext) -> dict[str, str]:
         name = claim.request.target["task"]
-        ids = [sample.sample_id for sample in context.samples]
+        ids = context.learn_ids
+        # read a block at a time straight into X (float32, the one full copy of the rows this step makes)
         X, y = self.vault.rows(claim.payload_digest, range(len(ids)), ids)
         strategy.learn(strategies.TaskData(name, X, y, tuple(ids)))
         state = context.tasks[name].state
@@ -330,8 +344,7 @@ class Worker:
         model, target = claim.model, claim.request.target
         if not target.get("rebuild"):
             return self._strategy(model, base), []
-        spec = strategies.get(model.strategy)
-        strategy = spec.build(spec.make_config(model.config), model.n_features, model.n_classes)
+        strategy = build_strategy(self.vault, model)  # behind its encoder, if it has one
         lost_files = set(target.get("lost_files", ()))
         lost, by_task = [], defaultdict(list)
         for digest, samples in self.ledger.data_files(model.id).items():
@@ -376,19 +389,19 @@ class Worker:
             if s.data_digest is None:
                 raise RuntimeError(f"sample {s.sample_id!r} has no stored data left to forget with")
             by_blob[s.data_digest].append(i)
-        X = np.empty((len(samples), 0), np.float32)
-        y = np.empty(len(samples), np.int64)
+        X, y = None, np.empty(len(samples), np.int64)
         for digest, positions in by_blob.items():
-            Xb, yb = self.vault.rows(digest, [samples[i].data_row for i in positions],
-                                        [samples[i].sample_id for i in positions])
-            if X.shape[1] != Xb.shape[1]:
-                X = np.empty((len(samples), Xb.shape[1]), np.float32)
-            X[positions], y[positions] = Xb, yb
-        return X, y
+            if X is None:
+                shape = self.vault.row_shape(digest)
+                X = np.empty((len(samples), shape[1] if shape else 0), np.float32)
+            # decrypted straight into place: no per-file copy of the rows, nor of the file
+            self.vault.rows_into(digest, [samples[i].data_row for i in positions],
+                                 [samples[i].sample_id for i in positions], X, y, positions)
+        return (X if X is not None else np.empty((0, 0), np.float32)), y
 
     def verify(self, model, tags, strategy, tasks, task_states, forgotten_now, version: int) -> Verification:
         """Evaluate every task's probe set at ``version`` and run the relapse check."""
-        evaluations, watch, just_forgotten, gates = [], [], [], {}
+        evaluations, watch, just_forgotten, gates, retained = [], [], [], {}, []
         for name, task in tasks.items():
             state = task_states.get(name, task.state)
             if name in forgotten_now:
@@ -406,17 +419,22 @@ class Worker:
             weights = strategy.gate_weights(Xp) if tags.gated else None
             if weights is not None:
                 gates[name] = (role, float(np.mean(np.asarray(weights) >= 0.5)))
+            if role == Role.RETAINED:
+                retained.append(relapse_check.Retained(name, acc, c))
             if role == Role.FORGOTTEN and name not in forgotten_now:
                 watch.append(relapse_check.Forgotten(name, task.forgotten_at_version, task.acc_at_forget,
                                                      task.peak_since_forget or task.acc_at_forget, acc, c))
             elif role == Role.FORGOTTEN:
                 just_forgotten.append(relapse_check.Forgotten(name, version, acc, acc, acc, c))
         findings = relapse_check.findings(watch, model.relapse_threshold)
-        gate = relapse_check.gate_report(gates) if gates else None
+        gate = relapse_check.gate_report(gates, model.max_false_activation) if gates else None
         if gates:
             # a gate that misses the task it has just forgotten is as much a relapse as a later miss
             findings += relapse_check.gate_misses(watch + just_forgotten, gates, strategy.gate_recall_floor,
                                                   {f["task"] for f in findings})
+            # and one that fires on retained tasks' inputs suppresses what the model keeps
+            since = max((t.forgotten_at_version for t in watch + just_forgotten), default=None)
+            findings += relapse_check.gate_false_activations(retained, gates, model.max_false_activation, since)
         return Verification(evaluations, findings, gate)
 
     def _membership(self, model, tags, strategy, tasks, forgotten: list[Sample], data) -> dict | None:
@@ -450,9 +468,11 @@ class Worker:
                 "nonmembers": result.n_nonmembers}
 
     def _probe(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
-        if digest not in self._probes:
-            self._probes[digest] = self.vault.rows(digest)
-        return self._probes[digest]
+        found = self._probes.get(digest)
+        if found is None:
+            found = self.vault.rows(digest)
+            self._probes.put(digest, found, found[0].nbytes + found[1].nbytes)
+        return found
 
     # ---- purging -------------------------------------------------------------
 
@@ -473,4 +493,97 @@ class Worker:
 
     def _purge(self, model_id: int) -> None:
         purge.purge_model(self.ledger, self.vault, model_id, self.owner)
-        self._probes = {d: p for d, p in self._probes.items() if self.vault.exists(d)}
+        self._probes.keep(self.vault.exists)
+
+
+# ---- the worker's caches ---------------------------------------------------------
+
+
+class LruBytes:
+    """A mapping bounded by the bytes of its values, least recently used out first.
+    A value larger than the whole limit is not kept at all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._items
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return default
+            self._items.move_to_end(key)
+            return self._items[key][0]
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return default
+            value, size = self._items.pop(key)
+            self.bytes -= size
+            return value
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        with self._lock:
+            if key in self._items:
+                self.bytes -= self._items.pop(key)[1]
+            if size > self.limit:
+                return
+            self._items[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.limit:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.bytes -= dropped
+
+    def keep(self, wanted: Callable[[Any], bool]) -> None:
+        """Drop the entries whose key ``wanted`` refuses."""
+        with self._lock:
+            for key in [k for k in self._items if not wanted(k)]:
+                self.bytes -= self._items.pop(key)[1]
+
+
+def _cache_limit(value: int | None, env: str, default: int, what: str) -> int:
+    if value is None:
+        text = os.environ.get(env)
+        try:
+            value = int(text) if text is not None else default
+        except ValueError:
+            raise InvalidConfig(f"${env} must be a whole number of bytes, not {text!r}") from None
+        what = f"${env}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidConfig(f"{what} must be a whole number of bytes (0 keeps nothing), not {value!r}")
+    return value
+
+
+def footprint(obj: Any) -> int:
+    """Bytes held by the arrays and tensors an object (a strategy) refers to, a few levels deep."""
+    torch = sys.modules.get("torch")
+    seen: set[int] = set()
+
+    def size(value: Any, depth: int) -> int:
+        if id(value) in seen or depth > 4 or isinstance(value, (type, types.ModuleType, types.FunctionType,
+                                                                   types.MethodType)):
+            return 0
+        seen.add(id(value))
+        if isinstance(value, np.ndarray):
+            return value.nbytes if value.base is None or id(value.base) not in seen else 0
+        if torch is not None and isinstance(value, torch.Tensor):
+            return value.element_size() * value.nelement()
+        if torch is not None and isinstance(value, torch.nn.Module):
+            return sum(size(t, depth + 1) for t in (*value.parameters(), *value.buffers()))
+        if isinstance(value, dict):
+            return sum(size(v, depth + 1) for v in value.values())
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return sum(size(v, depth + 1) for v in value)
+        if hasattr(value, "__dict__") and not isinstance(value, type):
+            return sum(size(v, depth + 1) for v in vars(value).values())
+        return 0
+
+    return size(obj, 0)

@@ -3,6 +3,7 @@ returns plain dataclasses from ``store.records``."""
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import gc
 import hashlib
@@ -11,7 +12,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, or_, select, update
+import numpy as np
+from sqlalchemy import Engine, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from lifecycle.store import audit, ledger_audit, row_digests
@@ -68,7 +70,11 @@ class Ledger:
         forget_due_days: float,
         keep_states: int = 3,
         forgotten_probes: str = "keep",
+        encoder: rec.Encoder | None = None,
+        device: str = "cpu",
+        max_false_activation: float = 0.05,
     ) -> rec.Model:
+        declared = encoder.to_dict() if encoder is not None else None
         with self._begin() as s:
             row = ModelRow(
                 name=name,
@@ -81,14 +87,20 @@ class Ledger:
                 subject_salt=None,
                 keep_states=keep_states,
                 forgotten_probes=forgotten_probes,
+                encoder_digest=encoder.digest if encoder is not None else None,
+                encoder={k: v for k, v in declared.items() if k != "digest"} if declared is not None else None,
+                device=device,
+                max_false_activation=max_false_activation,
                 created_at=self.clock(),
                 audit_seq=0,
                 audit_head=None,
             )
             s.add(row)
             s.flush()
+            # the encoder's declaration (digest included) is in the audit chain: it cannot be swapped unnoticed
+            extra = {"encoder": declared, "device": device} if declared is not None else {}
             append_event(s, row.id, None, "model_created", strategy=strategy, config=config, keep_states=keep_states,
-                   forgotten_probes=forgotten_probes)
+                   forgotten_probes=forgotten_probes, max_false_activation=max_false_activation, **extra)
             return model_record(row)
 
     def model(self, name: str) -> rec.Model | None:
@@ -181,9 +193,8 @@ class Ledger:
     def step_context(self, claim: rec.Claim) -> rec.StepContext:
         """What the claimed request's step needs from the ledger, read at once
         when the step begins: the version it starts from, the model's tasks,
-        the samples the request names (a learn's, in data-file order; a
-        forget's, as its target resolves now) and, for a forget, every sample
-        the model forgot before."""
+        a learn's sample ids in data-file order, or the samples a forget's
+        target resolves to now and every sample the model forgot before."""
         req, model_id = claim.request, claim.model.id
         with self._begin() as s:
             found = s.execute(select(ModelVersionRow).where(ModelVersionRow.model_id == model_id)
@@ -192,14 +203,17 @@ class Ledger:
             tasks = {row.name: task_record(row) for row in task_rows}
             samples: list[rec.Sample] = []
             tombstones: frozenset[str] = frozenset()
+            learn_ids: list[str] = []
             if req.kind == RequestKind.LEARN:
-                q = (select(SampleRow).where(SampleRow.learn_request_seq == req.seq).order_by(SampleRow.data_row))
-                samples = [sample_record(row, req.target["task"]) for row in s.scalars(q)]
+                # ids only: a learn may bring a million samples, and the step needs nothing else of them
+                learn_ids = list(s.scalars(select(SampleRow.sample_id).where(SampleRow.learn_request_seq == req.seq)
+                                           .order_by(SampleRow.data_row)))
             elif req.kind == RequestKind.FORGET:
                 samples = _resolve_forget(s, model_id, req.target)
                 tombstones = _tombstone_ids(s, model_id)
             base = version_record(found, claim.model.name) if found is not None else None
-            return rec.StepContext(base=base, tasks=tasks, samples=samples, tombstones=tombstones)
+            return rec.StepContext(base=base, tasks=tasks, samples=samples, tombstones=tombstones,
+                                   learn_ids=learn_ids)
 
     # ---- submission --------------------------------------------------------
 
@@ -225,12 +239,28 @@ class Ledger:
         payload_sha: str,
         sample_ids: Sequence[str],
         labels: Sequence[int],
-        subject_hashes: Sequence[str | None],
+        subject_hashes: Sequence[str | None] | None,
         content_digests: Sequence[str],
         idempotency_key: str | None,
         requested_by: str | None,
         reason: str | None,
     ) -> rec.Request:
+        """Queue a learn whose data file (and probe set) are already stored.
+
+        ``sample_ids``, ``labels``, ``subject_hashes`` (None: no subjects) and
+        ``content_digests`` are in data-file row order: sequences, or numpy
+        arrays (hex digests as ASCII bytes, ``b""`` for no subject; or raw
+        digests, a (rows, 32) uint8 array), so that a million rows need no
+        million Python objects. Everything that can be
+        is computed before the transaction; in it the rows go in set-based
+        (COPY on PostgreSQL, one executemany elsewhere), so the model lock
+        (and SQLite's write lock) is held for the insert alone.
+        """
+        n = len(sample_ids)
+        if len(labels) != n or len(content_digests) != n or (subject_hashes is not None and len(subject_hashes) != n):
+            raise ValueError("sample_ids, labels, subject_hashes and content_digests must have one entry per row")
+        order = _sample_order(sample_ids)
+        fast = _all_hex(sample_ids) and _all_hex(content_digests) and (subject_hashes is None or _all_hex(subject_hashes))
         now = self.clock()
         with self._begin() as s:
             # Taking the model lock before the insert allocates seq makes seq
@@ -252,7 +282,7 @@ class Ledger:
                 id=str(uuid.uuid4()),
                 model_id=model.id,
                 kind=RequestKind.LEARN,
-                target={"task": task, "n_samples": len(sample_ids)},
+                target={"task": task, "n_samples": n},
                 payload_sha=payload_sha,
                 payload_digest=payload_digest,
                 idempotency_key=idempotency_key,
@@ -265,19 +295,53 @@ class Ledger:
             )
             s.add(row)
             s.flush()
-            rows = [
-                {"model_id": model.id, "sample_id": sid, "task_id": task_row.id, "subject_hash": subj,
-                 "content_digest": content, "label": int(label), "learn_request_seq": row.seq,
-                 "status": SampleStatus.PENDING, "data_digest": payload_digest, "data_row": i}
-                for i, (sid, label, subj, content) in enumerate(
-                    zip(sample_ids, labels, subject_hashes, content_digests, strict=True))
-            ]
-            for chunk in chunks(rows, 5000):
-                s.execute(insert(SampleRow), chunk)
+            columns = ("model_id", "sample_id", "task_id", "subject_hash", "content_digest", "label",
+                       "learn_request_seq", "status", "data_digest", "data_row")
+            fixed = (model.id, task_row.id, row.seq, SampleStatus.PENDING.value, payload_digest)
+
+            def sample_rows(start: int, stop: int):
+                ids, contents = _texts(sample_ids, start, stop), _texts(content_digests, start, stop)
+                subjects = _texts(subject_hashes, start, stop) if subject_hashes is not None else [None] * (stop - start)
+                for i, (sid, subj, content, label) in enumerate(
+                        zip(ids, subjects, contents, _ints(labels, start, stop)), start):
+                    yield fixed[0], sid, fixed[1], subj, content, label, fixed[2], fixed[3], fixed[4], i
+
+            _insert_rows(s, SampleRow.__table__, columns, sample_rows, n)
             append_event(s, model.id, row.id, "submitted", locked=locked, request_kind=RequestKind.LEARN, task=task,
-                   n_samples=len(sample_ids), new_task=new_task, probe=probe_digest, payload=payload_digest,
-                   samples=row_digests.samples(rows), **_request_digests(row, self.ids))
+                   n_samples=n, new_task=new_task, probe=probe_digest, payload=payload_digest,
+                   samples=_samples_digest(sample_ids, subject_hashes, content_digests, labels, task_row.id, order,
+                                           fast),
+                   **_request_digests(row, self.ids))
             return request_record(row, model.name)
+
+    def learn_conflicts(self, model_id: int, sample_ids: Sequence[str],
+                        content_digests: Sequence[str]) -> tuple[set[str], set[str], set[str]]:
+        """What stands in the way of a learn (``submit_learn``'s checks, a chunk of rows at a time):
+        the sample ids that are tombstoned, those the model already holds, and the content digests
+        that are tombstoned. One short transaction, one set-based query each, whatever the count."""
+        with self._begin() as s:
+            conn = s.connection()
+            if conn.dialect.name == "postgresql":
+                def found(table: str, column: str, values: Sequence[str]) -> set[str]:
+                    # one JSON text parameter: no per-value work on either side of the wire
+                    return set(s.scalars(text(f"SELECT {column} FROM {table} WHERE model_id = :m AND {column} = "
+                                              "ANY(ARRAY(SELECT json_array_elements_text(CAST(:v AS json))))"),
+                                         {"m": model_id, "v": json.dumps(list(values))}))
+            elif conn.dialect.name == "sqlite":
+                def found(table: str, column: str, values: Sequence[str]) -> set[str]:
+                    return set(s.scalars(text(f"SELECT {column} FROM {table} WHERE model_id = :m AND {column} IN "
+                                              "(SELECT value FROM json_each(:v))"),
+                                         {"m": model_id, "v": json.dumps(list(values))}))
+            else:
+                def found(table: str, column: str, values: Sequence[str]) -> set[str]:
+                    out: set[str] = set()
+                    for chunk in chunks(values, 500):
+                        out |= set(s.scalars(text(f"SELECT {column} FROM {table} WHERE model_id = :m AND {column} IN "
+                                                  ":v").bindparams(bindparam("v", expanding=True)),
+                                             {"m": model_id, "v": list(chunk)}))
+                    return out
+            return (found("tombstones", "sample_id", sample_ids), found("samples", "sample_id", sample_ids),
+                    found("tombstones", "content_digest", content_digests))
 
     def submit_forget(
         self,
@@ -603,6 +667,7 @@ class Ledger:
                                    .where(ModelVersionRow.state_purged.is_(False))))
             found |= set(s.scalars(select(RequestRow.payload_digest).where(
                 RequestRow.status.in_(OPEN), RequestRow.payload_digest.is_not(None))))
+            found |= set(s.scalars(select(ModelRow.encoder_digest).where(ModelRow.encoder_digest.is_not(None))))
             return found
 
     # ---- reports -------------------------------------------------------------
@@ -744,6 +809,7 @@ def _referenced(s: Session, digests: Sequence[str]) -> set[str]:
             ModelVersionRow.artifact_digest.in_(chunk), ModelVersionRow.state_purged.is_(False))))
         found |= set(s.scalars(select(RequestRow.payload_digest).where(
             RequestRow.status.in_(OPEN), RequestRow.payload_digest.in_(chunk))))
+        found |= set(s.scalars(select(ModelRow.encoder_digest).where(ModelRow.encoder_digest.in_(chunk))))
     return found
 
 
@@ -810,3 +876,111 @@ def _resolve_forget(s: Session, model_id: int, target: dict[str, Any]) -> list[r
     else:
         raise ValueError(f"unknown forget target {target!r}")
     return [sample_record(row, name) for row, name in s.execute(q.order_by(SampleRow.id))]
+
+
+# ---- a learn's sample rows, set-based --------------------------------------------
+
+_INSERT_CHUNK = 10_000
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def _raw(values) -> bool:
+    """A column of raw 32-byte digests: a (rows, 32) uint8 array, written out as hex."""
+    return isinstance(values, np.ndarray) and values.dtype == np.uint8 and values.ndim == 2 and values.shape[1] == 32
+
+
+def _hex(values, at) -> list[bytes]:
+    """The digests at ``at`` (a slice or positions) of a raw or an ASCII-bytes column, as hex bytes."""
+    part = values[at]
+    if _raw(values):
+        return np.frombuffer(binascii.hexlify(np.ascontiguousarray(part).tobytes()), "S64").tolist()
+    return part.tolist()
+
+
+def _texts(values, start: int, stop: int) -> list[str | None]:
+    """``values[start:stop]`` as str (None for a missing subject), from a sequence or a numpy array."""
+    if _raw(values):
+        return [v.decode() for v in _hex(values, slice(start, stop))]
+    part = values[start:stop]
+    if isinstance(part, np.ndarray):
+        if part.dtype.kind == "S":
+            return [v or None for v in part.astype("U").tolist()]
+        return part.tolist()
+    return list(part)
+
+
+def _ints(values, start: int, stop: int) -> list[int]:
+    part = values[start:stop]
+    return [int(v) for v in part] if not isinstance(part, np.ndarray) else part.astype(np.int64).tolist()
+
+
+def _insert_rows(s: Session, table, columns: Sequence[str], rows, n: int) -> None:
+    """Insert ``rows(start, stop)`` for ``0 <= start < n`` in one statement stream: COPY on
+    PostgreSQL (psycopg), one executemany per chunk elsewhere; no ORM object per row."""
+    conn = s.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for start in range(0, n, _INSERT_CHUNK):
+                for r in rows(start, min(n, start + _INSERT_CHUNK)):
+                    copy.write_row(r)
+        return
+    if conn.dialect.name == "sqlite":
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        for start in range(0, n, _INSERT_CHUNK):
+            conn.exec_driver_sql(sql, list(rows(start, min(n, start + _INSERT_CHUNK))))
+        return
+    for start in range(0, n, _INSERT_CHUNK):
+        conn.execute(insert(table), [dict(zip(columns, r)) for r in rows(start, min(n, start + _INSERT_CHUNK))])
+
+
+def _sample_order(sample_ids) -> np.ndarray:
+    """Row positions sorted by sample id (ids are unique within a model), as the audit digest sorts them."""
+    if _raw(sample_ids):
+        # raw bytes sort as their hex does; as four big-endian words, the last the primary key of lexsort
+        words = np.ascontiguousarray(sample_ids).view(">u8")
+        return np.lexsort(words.T[::-1])
+    keys = sample_ids if isinstance(sample_ids, np.ndarray) else np.asarray(list(sample_ids), dtype=str)
+    return np.argsort(keys, kind="stable")
+
+
+def _all_hex(values) -> bool:
+    """An array of ASCII hex digests (NUL padding allowed), or of raw ones: JSON writes them as they are."""
+    if _raw(values):
+        return True
+    if not isinstance(values, np.ndarray) or values.dtype.kind != "S":
+        return False
+    allowed = np.zeros(256, bool)
+    allowed[[*_HEX, 0]] = True
+    step = max(1, (1 << 20) // max(1, values.dtype.itemsize))
+    # a slice at a time: a lookup over the whole column would cost as many bytes as it holds
+    return all(allowed[np.frombuffer(np.ascontiguousarray(values[start:start + step]).tobytes(), np.uint8)].all()
+               for start in range(0, len(values), step))
+
+
+def _samples_digest(sample_ids, subject_hashes, content_digests, labels, task_id: int, order: np.ndarray,
+                    fast: bool):
+    """``row_digests.samples`` of the rows a learn inserts, computed a chunk at a time from the
+    columns (the same count and digest: the items sorted by sample id, serialised as JSON).
+    ``fast``: every digest column is an array of hex digests (``_all_hex``)."""
+    n = len(order)
+    h = hashlib.sha256(b"[")
+    for start in range(0, n, _INSERT_CHUNK):
+        at = order[start:start + _INSERT_CHUNK]
+        if start:
+            h.update(b",")
+        labs = np.asarray(labels)[at].astype(np.int64).tolist() if isinstance(labels, np.ndarray) else \
+            [int(labels[i]) for i in at]
+        if fast:
+            subjects = [b"null"] * len(at) if subject_hashes is None else \
+                [b'"' + v + b'"' if v else b"null" for v in subject_hashes[at].tolist()]
+            h.update(b",".join(b'["%s",%s,"%s",%d,%d,%d]' % item for item in zip(
+                _hex(sample_ids, at), subjects, _hex(content_digests, at), labs, at.tolist(), [task_id] * len(at))))
+        else:
+            items = [[_texts(sample_ids, i, i + 1)[0],
+                      None if subject_hashes is None else _texts(subject_hashes, i, i + 1)[0],
+                      _texts(content_digests, i, i + 1)[0], label, i, task_id]
+                     for i, label in zip(at.tolist(), labs)]
+            h.update(json.dumps(items, sort_keys=True, separators=(",", ":"))[1:-1].encode())
+    h.update(b"]")
+    return {"count": n, "digest": h.hexdigest()}

@@ -95,12 +95,53 @@ class ForgetTarget:
 
 
 @dataclass(frozen=True)
+class Encoder:
+    """A model's frozen feature extractor, as the ledger records it.
+
+    ``digest`` is the sha256 of the stored file (a TorchScript or
+    ``torch.export`` program, or the weights a ``factory`` loads); loading
+    checks it. ``kind`` is "torchscript", "export" or "factory"; ``factory``
+    names ``"package.module:callable"`` for the last. Inputs are
+    ``input_shape`` arrays of ``input_dtype`` ("float32", or "int64" for token
+    ids); the encoder turns each into ``out_features`` numbers. It is encoded
+    in batches of exactly ``batch_size`` (the last padded), so a sample's
+    features never depend on the samples batched with it. ``trained_on`` is
+    the user's declaration of its training data (outside the deletion scope).
+    ``fingerprint``: features of fixed inputs at registration, to catch a
+    factory that builds another network later.
+    """
+
+    digest: str
+    kind: str
+    input_shape: tuple[int, ...]
+    out_features: int
+    trained_on: str
+    input_dtype: str = "float32"
+    factory: str | None = None
+    batch_size: int = 128
+    fingerprint: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digest": self.digest, "kind": self.kind, "input_shape": list(self.input_shape),
+                "out_features": self.out_features, "trained_on": self.trained_on, "input_dtype": self.input_dtype,
+                "factory": self.factory, "batch_size": self.batch_size, "fingerprint": list(self.fingerprint)}
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> Encoder:
+        return cls(digest=values["digest"], kind=values["kind"], input_shape=tuple(values["input_shape"]),
+                   out_features=int(values["out_features"]), trained_on=values["trained_on"],
+                   input_dtype=values.get("input_dtype", "float32"), factory=values.get("factory"),
+                   batch_size=int(values.get("batch_size", 128)),
+                   fingerprint=tuple(float(v) for v in values.get("fingerprint", ())))
+
+
+@dataclass(frozen=True)
 class Model:
     id: int
     name: str
     strategy: str
     config: dict[str, Any]
-    n_features: int
+    n_features: int  # width of a stored row: with an encoder, the product of its input shape
     n_classes: int
     relapse_threshold: float
     forget_due_days: float
@@ -108,6 +149,15 @@ class Model:
     keep_states: int = 3
     forgotten_probes: str = "keep"
     quarantine: str | None = None  # why only repairs are applied to it now
+    encoder: Encoder | None = None  # a frozen feature extractor in front of the strategy
+    device: str = "cpu"  # where the encoder runs
+    # a gated strategy whose forget gate fires on more than this share of a retained task's probes is a finding
+    max_false_activation: float = 0.05
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input as submitted (without the batch dimension)."""
+        return self.encoder.input_shape if self.encoder is not None else (self.n_features,)
 
 
 @dataclass(frozen=True)
@@ -184,8 +234,9 @@ class StepContext:
 
     base: ModelVersion | None  # the version the step starts from (None before the first)
     tasks: dict[str, Task]
-    samples: list[Sample]  # a learn's samples in data-file order, or the samples a forget removes
+    samples: list[Sample]  # the samples a forget removes
     tombstones: frozenset[str]  # a forget's: every sample id the model forgot before
+    learn_ids: list[str] = field(default_factory=list)  # a learn's sample ids, in data-file order
 
     @property
     def base_version(self) -> int:

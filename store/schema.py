@@ -91,6 +91,14 @@ class ModelRow(Base):
     purge_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # why the model is quarantined (its stored state or data is unreadable); only repairs are claimed then
     quarantine: Mapped[str | None] = mapped_column(Text)
+    # a frozen feature extractor in front of the strategy: the sha256 of its stored file (the sweep keeps
+    # what this names) and the rest of its declaration (records.Encoder); None without one
+    encoder_digest: Mapped[str | None] = mapped_column(String(64))
+    encoder: Mapped[dict | None] = mapped_column(JSON)
+    # where the encoder runs ("cpu", "cuda", "cuda:1")
+    device: Mapped[str] = mapped_column(String(32), default="cpu")
+    # gated strategies: the share of a retained task's probes the forget gate may fire on before it is a finding
+    max_false_activation: Mapped[float] = mapped_column(Float, default=0.05)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     # head of the audit chain over this model's events (see store.audit)
     audit_seq: Mapped[int] = mapped_column(Integer, default=0)
@@ -307,6 +315,9 @@ def model_record(row: ModelRow) -> rec.Model:
         keep_states=row.keep_states,
         forgotten_probes=row.forgotten_probes,
         quarantine=row.quarantine,
+        encoder=rec.Encoder.of({**row.encoder, "digest": row.encoder_digest}) if row.encoder_digest else None,
+        device=row.device,
+        max_false_activation=row.max_false_activation,
     )
 
 
@@ -368,3 +379,68 @@ def report_record(row: ReportRow, model: str) -> rec.Report:
 def version_record(row: ModelVersionRow, model_name: str) -> rec.ModelVersion:
     return rec.ModelVersion(model_name, row.version, row.request_id, row.artifact_digest, row.state_purged,
                             row.created_at)
+
+
+# ---- person-level erasures and API tokens (migration 0010) ----
+
+
+class ErasureRow(Base):
+    """A person's erasure: one request above the per-model forgets it fanned out into."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (
+        one_of("status", ("pending", "in_progress", "completed", "failed", "cancelled"), "erasures"),
+        Index("ix_erasures_status_due", "status", "due_at"),
+        Index("ix_erasures_subject", "subject_hash"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # the subject's keyed digest (store.identity), never the subject itself
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    # a caller's own id for the request (OpenDSR subject_request_id): a repeat returns the first
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    payload_sha: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # the public id of the API token that submitted it (api_tokens.id); None from the Python API or CLI
+    token_id: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # where a status change is announced (OpenDSR status_callback_urls)
+    callbacks: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class ErasurePartRow(Base):
+    """What one model does for an erasure: the forget it queued (or joined), or that it holds nothing."""
+
+    __tablename__ = "erasure_parts"
+    __table_args__ = (
+        UniqueConstraint("erasure_id", "model_id"),
+        one_of("outcome", ("forget", "joined", "none", "already_forgotten"), "erasure_parts"),
+        Index("ix_erasure_parts_request", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    erasure_id: Mapped[str] = mapped_column(ForeignKey("erasures.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    outcome: Mapped[str] = mapped_column(String(20))
+    request_id: Mapped[str | None] = mapped_column(ForeignKey("requests.id"))
+    # the subject's samples the model held when the erasure arrived (pending + active, and tombstoned)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    tombstoned: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ApiTokenRow(Base):
+    """An HTTP API token: only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

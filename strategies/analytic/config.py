@@ -17,6 +17,9 @@ class AnalyticConfig:
     residual_tol: relative residual of the head's normal equations on a probe
         vector, |v^T (C - A W)| / (|v^T C| + |v^T A W|), above which the head
         is refined against the exact statistics.
+    chunk_rows: rows of random features built at a time by learn, forget and
+        predict; the statistics are sums over rows, so a request of any size
+        holds at most chunk_rows x width float64 features at once.
     """
 
     width: int = 1024
@@ -24,6 +27,7 @@ class AnalyticConfig:
     seed: int = 0
     drift_tol: float = 1e-9
     residual_tol: float = 1e-12
+    chunk_rows: int = 8192
 
     def __post_init__(self) -> None:
         if not isinstance(self.width, int) or isinstance(self.width, bool) or not 1 <= self.width <= 65536:
@@ -36,3 +40,6 @@ class AnalyticConfig:
             raise StrategyConfigError(f"drift_tol must be in (0, 1), not {self.drift_tol!r}")
         if not isinstance(self.residual_tol, (int, float)) or not 0 < self.residual_tol < 1:
             raise StrategyConfigError(f"residual_tol must be in (0, 1), not {self.residual_tol!r}")
+        if (not isinstance(self.chunk_rows, int) or isinstance(self.chunk_rows, bool)
+                or not 1 <= self.chunk_rows <= 2**20):
+            raise StrategyConfigError(f"chunk_rows must be an integer in 1..{2**20}, not {self.chunk_rows!r}")

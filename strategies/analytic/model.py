@@ -10,22 +10,38 @@ of n samples costs O(n d^2) instead of the O(d^3) of a fresh factorisation.
 Round-off in those updates compounds over many requests, so cheap probes
 check R and the head against the statistics after every update; R is rebuilt
 from A when it drifts, and the head is refined when its residual is off.
+Requests larger than a fraction of the width (see ``_woodbury_rows``) update
+A and C and refactorise instead, which is cheaper at that size.
+
+Features are built ``chunk_rows`` rows at a time. The statistics are sums over
+rows, so a refactorising request adds each chunk's phi^T phi and phi^T Y and
+never holds more than one chunk of features; the Woodbury step, which needs
+all of a request's rows at once, only takes requests of at most that many.
+
+A step of n samples costs about 4 n d^2 flops: the product of R with the
+feature rows, and the rank-n updates of A and of R. Keeping a Cholesky factor
+from the last factorisation plus the pending steps as low-rank factors
+("lazy Woodbury") halves the per-step passes, but the pending factors cost
+O(k n d) per step at pending rank k and the folds O(d^3 / 3) each; at the
+best fold rank the total per step came out no lower, and measured slower on
+the two-core bench machine (README, bench/analytic_forget.py), so R stays.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import blas, cho_factor, cho_solve, lapack
+from scipy.linalg import blas, lapack
 
 from lifecycle.strategies.analytic import TAGS
 from lifecycle.strategies.analytic.config import AnalyticConfig
 from lifecycle.strategies import inputs
 from lifecycle.strategies.base import ForgetSet, Strategy, StrategyInputError, TaskData
 
-# Bounds the feature matrix built at predict time (rows x width float64).
-_PREDICT_CHUNK = 8192
-
 _STATE_KEYS = ("W_rand", "b", "A", "C", "n_samples")
+
+# A request of more than this fraction of the width refactorises A instead
+# of taking the Woodbury step (see _woodbury_rows).
+_WOODBURY_FRACTION = 0.4
 
 
 class AnalyticStrategy(Strategy):
@@ -75,7 +91,7 @@ class AnalyticStrategy(Strategy):
             self._init_state()
         if len(X) == 0:
             return
-        self._update(self._phi(X), Y, sign=+1.0)
+        self._update(X, Y, sign=+1.0)
         self._n_samples += len(X)
 
     def forget(self, forget_set: ForgetSet) -> None:
@@ -96,7 +112,7 @@ class AnalyticStrategy(Strategy):
         Y = self._one_hot(forget_set.y, n, "forget")
         if n > self._n_samples:
             raise ValueError(f"cannot forget {n} samples: only {self._n_samples} are learned")
-        self._update(self._phi(X), Y, sign=-1.0)
+        self._update(X, Y, sign=-1.0)
         self._n_samples -= n
 
     def predict(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
@@ -107,8 +123,7 @@ class AnalyticStrategy(Strategy):
         self._require_fitted()
         X = self._inputs(X, "predict")
         out = np.empty((len(X), self.n_classes), dtype=np.float64)
-        for start in range(0, len(X), _PREDICT_CHUNK):
-            stop = start + _PREDICT_CHUNK
+        for start, stop in self._chunks(len(X)):
             # scipy's BLAS, like every update (see _phi): numpy's pool would spin against it.
             out[start:stop] = blas.dgemm(1.0, self._phi(X[start:stop]).T, self._W, trans_a=1)
         return out
@@ -197,23 +212,53 @@ class AnalyticStrategy(Strategy):
         P += self._b[:, None]
         return np.maximum(P, 0.0, out=P).T
 
-    def _update(self, Phi: np.ndarray, Y: np.ndarray, sign: float) -> None:
-        """Add (sign=+1) or remove (sign=-1) the rows of Phi with targets Y.
+    def _chunks(self, n: int):
+        """(start, stop) of consecutive row blocks of at most chunk_rows rows."""
+        step = self.config.chunk_rows
+        return ((start, min(n, start + step)) for start in range(0, n, step))
+
+    def _woodbury_rows(self) -> int:
+        """The largest request the Woodbury step takes; larger ones refactorise.
+
+        Beyond the rank-n update of A that both pay, Woodbury costs about
+        3 n d^2 + O(n^2 d) flops and a fresh factorisation and inversion d^3,
+        at a lower rate; measured at d = 2048, single-threaded, the two meet
+        between n = 683 (367 ms against 403) and n = 1024 (629 against 499).
+        The step also needs all n feature rows at once, hence at most
+        chunk_rows.
+        """
+        return min(self.config.chunk_rows, max(1, int(_WOODBURY_FRACTION * self.config.width)))
+
+    def _update(self, X: np.ndarray, Y: np.ndarray, sign: float) -> None:
+        """Add (sign=+1) or remove (sign=-1) the samples X with targets Y.
 
         The positive-definiteness check that refuses a bad forget runs before
         the state changes, so a refused forget leaves the state as it was.
         """
+        if len(X) > self._woodbury_rows():
+            self._refactorise(X, Y, sign)
+            return
+        Phi = self._phi(X)
         C = blas.dgemm(sign, Phi.T, Y, beta=1.0, c=self._C)
-        if len(Phi) >= self.config.width:
-            # Woodbury would cost O(n d^2 + n^3) here, more than a fresh O(d^3)
-            # factorisation, which is also free of accumulated round-off.
-            A = np.asfortranarray(_symmetric(self._A) + sign * (Phi.T @ Phi))
-            R = self._inverse(A)  # raises before anything is assigned
-            self._A, self._C, self._R = A, C, R
-            self._W = self._head()
-            self._Av = blas.dsymv(1.0, A, self._probe, lower=1)
-        else:
-            self._woodbury(Phi, Y, C, sign)
+        self._woodbury(Phi, Y, C, sign)
+
+    def _refactorise(self, X: np.ndarray, Y: np.ndarray, sign: float) -> None:
+        """Update A and C chunk by chunk, then factorise and invert A afresh.
+
+        The statistics are sums over rows, so building the features
+        chunk_rows at a time gives the same A and C (up to the order of
+        floating-point additions) while holding one chunk of features at once.
+        A fresh factorisation is also free of accumulated round-off.
+        """
+        A, C = self._A.copy(order="F"), self._C.copy(order="F")
+        for start, stop in self._chunks(len(X)):
+            P = self._phi(X[start:stop]).T  # column-major width x rows
+            A = blas.dsyrk(sign, P, beta=1.0, c=A, trans=0, lower=1, overwrite_c=1)
+            C = blas.dgemm(sign, P, Y[start:stop], beta=1.0, c=C, overwrite_c=1)
+        R = self._inverse(A)  # raises before anything is assigned
+        self._A, self._C, self._R = A, C, R
+        self._W = self._head()
+        self._Av = blas.dsymv(1.0, A, self._probe, lower=1)
 
     def _woodbury(self, Phi: np.ndarray, Y: np.ndarray, C: np.ndarray, sign: float) -> None:
         """Rank-n update of A, R = A^-1 and W = A^-1 C, for n below the width.
@@ -280,12 +325,19 @@ class AnalyticStrategy(Strategy):
         return W + blas.dsymm(1.0, self._R, self._C - AB[:, :-1], lower=1)
 
     def _inverse(self, A: np.ndarray) -> np.ndarray:
-        try:
-            factor = cho_factor(A, lower=True)
-        except np.linalg.LinAlgError:
-            raise ValueError(self._indefinite_message()) from None
-        R = cho_solve(factor, np.eye(len(A)))
-        return np.asfortranarray(0.5 * (R + R.T))
+        """A^-1 from A's lower triangle, in the lower triangle of a new column-major array.
+
+        Cholesky, then the inverse from the factor (potri: d^3 flops in all,
+        where solving against the identity cost 7 d^3 / 3). Only lower
+        triangles are ever read (symm, syrk and symv with lower=1).
+        """
+        L, info = lapack.dpotrf(A, lower=1, clean=0, overwrite_a=0)
+        if info != 0:
+            raise ValueError(self._indefinite_message())
+        R, info = lapack.dpotri(L, lower=1, overwrite_c=1)
+        if info != 0:
+            raise ValueError(self._indefinite_message())
+        return R
 
     def _head(self) -> np.ndarray:
         """W = A^-1 C, using R only as an approximate inverse.
@@ -312,7 +364,9 @@ class AnalyticStrategy(Strategy):
             raise RuntimeError("analytic strategy has learned nothing yet")
 
     def _inputs(self, X: np.ndarray, what: str) -> np.ndarray:
-        return inputs.features(X, self.n_features, what, dtype=np.float64)
+        # kept float32: each chunk is widened to float64 (exactly) as its
+        # features are built, so a big request is never copied whole
+        return inputs.features(X, self.n_features, what)
 
     def _one_hot(self, y: np.ndarray, n: int, what: str) -> np.ndarray:
         Y = np.zeros((n, self.n_classes))

@@ -49,7 +49,10 @@ def test_a_gate_that_misses_the_task_it_has_just_forgotten_is_a_finding(lc):
     import tests.slow_strategy  # noqa: F401 (registers leaky_gate)
     from tests.data import digits_tasks, learn_task
 
-    lc.create_model("gated", strategy="leaky_gate", n_features=64, n_classes=10, config={"width": 128})
+    # the leaky gate fires on half of the retained task's probes too: allowed here (that finding is
+    # tested in test_encoders.py), so the gate miss is the only finding
+    lc.create_model("gated", strategy="leaky_gate", n_features=64, n_classes=10, config={"width": 128},
+                    max_false_activation=0.6)
     t0, t1, _ = digits_tasks()
     learn_task(lc, "gated", t0)
     learn_task(lc, "gated", t1)

@@ -130,7 +130,9 @@ def test_small_updates_use_woodbury_without_refreshing():
     rng = np.random.default_rng(1)
     strategy = make(width=48)
     samples = learn_batches(strategy, rng, 6, 10)
-    forget_and_drop(strategy, samples, sorted(samples)[::3])
+    # 15 samples: within the Woodbury step's reach at width 48 (19 rows).
+    assert strategy._woodbury_rows() >= 15
+    forget_and_drop(strategy, samples, sorted(samples)[::4])
     assert strategy.refreshes == 0
     assert strategy.refinements == 0
     assert_matches_ridge(strategy, samples)
@@ -192,6 +194,69 @@ def test_state_dict_round_trip_predicts_identically():
         s.learn(more)
         s.forget(ForgetSet(sample_ids=first.sample_ids[:7], X=first.X[:7], y=first.y[:7]))
     np.testing.assert_allclose(restored.weights, strategy.weights, rtol=1e-10, atol=1e-12)
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_chunked_learns_and_forgets_equal_the_unchunked_computation():
+    rng = np.random.default_rng(11)
+    first, second = batch(rng, 300, "a"), batch(rng, 40, "b")
+    chunked, whole = make(width=32, chunk_rows=7), make(width=32, chunk_rows=4096)
+    for s in (chunked, whole):
+        s.learn(first)  # 300 rows: refactorised, in 43 chunks for ``chunked``
+        s.learn(second)
+        s.forget(ForgetSet(sample_ids=first.sample_ids[:50], X=first.X[:50], y=first.y[:50]))
+        # 10 rows: more than ``chunked``'s chunk, so chunked it refactorises; ``whole`` takes Woodbury.
+        s.forget(ForgetSet(sample_ids=second.sample_ids[:10], X=second.X[:10], y=second.y[:10]))
+    a, b = chunked.state_dict(), whole.state_dict()
+    for key in ("A", "C"):
+        assert relative(a[key], b[key]) < 1e-10, key
+    assert relative(chunked.weights, whole.weights) < 1e-10
+    # ... and both equal the closed form on the retained rows, built in one piece.
+    X = np.concatenate([first.X[50:], second.X[10:]])
+    y = np.concatenate([first.y[50:], second.y[10:]])
+    A, _ = gram(chunked, X)
+    np.testing.assert_allclose(a["A"], A, rtol=1e-10, atol=1e-10 * np.abs(A).max())
+    assert relative(chunked.weights, ridge_reference(chunked, X, y)) < 1e-8
+
+
+def test_features_are_built_at_most_chunk_rows_at_a_time(monkeypatch):
+    rng = np.random.default_rng(12)
+    strategy = make(width=32, chunk_rows=64)
+    built = []
+    original = AnalyticStrategy._phi
+
+    def recording(self, X):
+        built.append(len(X))
+        return original(self, X)
+
+    monkeypatch.setattr(AnalyticStrategy, "_phi", recording)
+    task = batch(rng, 1000, "a")
+    strategy.learn(task)
+    strategy.forget(ForgetSet(sample_ids=task.sample_ids[:300], X=task.X[:300], y=task.y[:300]))
+    strategy.predict(task.X)
+    assert max(built) == 64
+    assert sum(built) == 1000 + 300 + 1000
+
+
+def test_a_large_learn_never_holds_its_whole_feature_matrix():
+    import tracemalloc
+
+    rng = np.random.default_rng(13)
+    n, width = 20_000, 256
+    strategy = AnalyticStrategy(AnalyticConfig(width=width, chunk_rows=1024), N_FEATURES, N_CLASSES)
+    task = batch(rng, n, "a")
+    tracemalloc.start()
+    try:
+        strategy.learn(task)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    whole = n * width * 8  # the float64 feature matrix of the request: 41 MB
+    assert peak < whole / 4, f"peak {peak / 1e6:.1f} MB against {whole / 1e6:.1f} MB for all features"
+    assert strategy.n_samples == n
 
 
 @pytest.mark.parametrize(
@@ -269,7 +334,8 @@ def test_inputs_are_validated():
     "values",
     [{"width": 0}, {"width": 1.5}, {"width": True}, {"width": 70000}, {"gamma": 0}, {"gamma": -1.0},
      {"gamma": "big"}, {"seed": -1}, {"drift_tol": 0}, {"drift_tol": 1.0},
-     {"residual_tol": 0}, {"residual_tol": -1e-12}],
+     {"residual_tol": 0}, {"residual_tol": -1e-12},
+     {"chunk_rows": 0}, {"chunk_rows": 8.5}, {"chunk_rows": True}, {"chunk_rows": 2**21}],
 )
 def test_config_rejects_bad_values(values):
     with pytest.raises(StrategyConfigError):

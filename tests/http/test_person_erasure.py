@@ -1,0 +1,116 @@
+"""A person's erasure fans out into one forget per model holding their samples,
+records that the others hold none, and completes when every forget is applied
+and certified; the audit chain replays with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from lifecycle.errors import IdempotencyConflict, InvalidRequest, RequestNotCancellable, UnknownRequest
+from tests.data import alternating_subjects, digits_tasks, learn_task, make_model
+
+
+def _three_models(lc):
+    t0, t1, _ = digits_tasks()
+    for name in ("a", "b", "c"):
+        make_model(lc, name)
+    learn_task(lc, "a", t0, subjects=alternating_subjects(len(t0.y), ("alice", "bob")))
+    learn_task(lc, "b", t1, subjects=["carol"] * len(t1.y))
+    lc.drain()
+
+
+def _audit_clean(lc):
+    _, problems = lc.ledger.audit_problems()
+    assert problems == []
+
+
+def test_an_erasure_fans_out_completes_when_certified_and_audits(lc):
+    _three_models(lc)
+    e = lc.erase(subject="alice", reason="art. 17 request", requested_by="dpo")
+    assert e.status == "pending" and e.due_at - e.received_at == dt.timedelta(days=30)
+    parts = {p.model: p for p in e.parts}
+    assert (parts["a"].outcome, parts["b"].outcome, parts["c"].outcome) == ("forget", "none", "none")
+    assert parts["a"].held > 0
+    forget = lc.status(parts["a"].request_id)
+    assert forget.kind == "forget" and forget.due_at == e.due_at and forget.requested_by == "dpo"
+    # the chain of every model records its part: the forget it queued, or that it held none
+    assert [ev.detail["erasure"] for ev in lc.events("a") if ev.kind == "erasure"] == [e.id]
+    assert [ev.detail["outcome"] for ev in lc.events("c") if ev.kind == "erasure_none"] == ["none"]
+    claim = lc.ledger.queue.claim("w", 60.0)
+    assert claim.request.id == forget.id and lc.erasure(e.id).status == "in_progress"
+    lc.ledger.queue.release(claim, "test")
+    lc.drain()
+    done = lc.erasure(e.id[:8])
+    assert done.status == "completed" and done.finished_at is not None and done.done
+    assert all(p.certified for p in done.parts if p.request_id)
+    assert lc.certificate(parts["a"].request_id)["certificate"]
+    _audit_clean(lc)
+    # again: the model already forgot them, nothing is queued, the erasure completes at once
+    again = lc.erase(subject="alice")
+    assert {p.model: p.outcome for p in again.parts}["a"] == "already_forgotten" and again.status == "completed"
+    assert [x.id for x in lc.erasures()] == [e.id, again.id]  # oldest first
+    assert [x.id for x in lc.erasures(["pending"])] == []
+
+
+def test_a_subject_held_nowhere_completes_at_once_and_keys_are_idempotent(lc):
+    _three_models(lc)
+    nobody = lc.erase(subject="zed", idempotency_key="k-1")
+    assert nobody.status == "completed" and {p.outcome for p in nobody.parts} == {"none"}
+    assert lc.erase(subject="zed", idempotency_key="k-1").id == nobody.id
+    with pytest.raises(IdempotencyConflict):
+        lc.erase(subject="carol", idempotency_key="k-1")
+    with pytest.raises(InvalidRequest):
+        lc.erase(subject="carol", due_days=400)
+    with pytest.raises(InvalidRequest):
+        lc.erase(subject="carol", status_callback_urls=["ftp://x"])
+    with pytest.raises(UnknownRequest):
+        lc.erasure("0000")
+
+
+def test_a_pending_erasure_cancels_its_own_forgets_never_one_it_joined(lc):
+    _three_models(lc)
+    theirs = lc.forget("b", subject="carol")
+    e = lc.erase(subject="carol")
+    assert {p.model: (p.outcome, p.request_id) for p in e.parts}["b"] == ("joined", theirs.id)
+    bob = lc.erase(subject="bob")
+    own = next(p.request_id for p in bob.parts if p.outcome == "forget")
+    assert lc.cancel_erasure(bob.id).status == "cancelled"
+    assert lc.status(own).status == "cancelled"
+    with pytest.raises(RequestNotCancellable):
+        lc.cancel_erasure(bob.id)
+    assert lc.cancel_erasure(e.id).status == "cancelled"
+    assert lc.status(theirs.id).status == "queued"
+    lc.drain()
+    assert lc.erasure(e.id).status == "cancelled"  # cancelled stays cancelled
+    _audit_clean(lc)
+
+
+def test_an_erasure_whose_forget_fails_is_failed_not_completed(lc):
+    _three_models(lc)
+    e = lc.erase(subject="bob")
+    own = next(p.request_id for p in e.parts if p.outcome == "forget")
+    lc.cancel(own)  # someone cancels the per-model forget under it
+    assert lc.erasure(e.id).status == "failed"
+    _audit_clean(lc)
+
+
+def test_tokens_are_hashed_scoped_and_revocable(lc):
+    token, secret = lc.create_token("crm", scopes=["erasure:submit", "read"], created_by="ops")
+    assert secret.startswith(f"lct_{token.id}_") and len(secret) > 40
+    found = lc.authenticate(secret)
+    assert found.id == token.id and found.allows("read") and not found.allows("admin")
+    assert lc.authenticate(secret + "x") is None and lc.authenticate("") is None
+    # only its hash is stored
+    from sqlalchemy import text
+    with lc.ledger.engine.connect() as conn:
+        stored = conn.execute(text("select token_sha256 from api_tokens")).scalar()
+    assert secret not in stored and len(stored) == 64
+    with pytest.raises(InvalidRequest):
+        lc.create_token("x", scopes=["everything"])
+    assert lc.revoke_token(token.id).revoked_at is not None
+    assert not lc.authenticate(secret).allows("read")
+    assert [t.id for t in lc.tokens()] == [token.id]
+    with pytest.raises(UnknownRequest):
+        lc.revoke_token("nope")
