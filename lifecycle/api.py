@@ -23,6 +23,7 @@ from lifecycle import strategies
 from lifecycle import purge, validation
 from lifecycle.signing import Signer
 from lifecycle.vault import Vault
+from lifecycle.payloads import payload_sha
 from lifecycle.loading import load_strategy
 from lifecycle.worker import Worker
 from lifecycle.errors import (
@@ -588,7 +589,7 @@ class Lifecycle:
         else:
             validation.name(subject, "subject")
             target = {"subject_hash": self._subject_digests(m, [subject])[0]}
-        sha = _sha(kind=RequestKind.FORGET, target=target)
+        sha = payload_sha(kind=RequestKind.FORGET, target=target)
         if key is not None:
             prior = self._by_key(m, key, sha)
             if prior is not None:
@@ -955,23 +956,6 @@ def _encoder_config_fits(strategy: str, cfg: Any) -> None:
 
 def sample_level_strategies() -> list[str]:
     return [n for n in strategies.names() if strategies.get(n).tags.forget_unit == "sample"]
-
-
-def _sha(**fields: Any) -> str:
-    """Digest of a request's payload, for idempotency comparisons."""
-    h = hashlib.sha256()
-    for k in sorted(fields):
-        v = fields[k]
-        h.update(k.encode() + b"\0")
-        if isinstance(v, np.ndarray):
-            h.update(f"{v.dtype.str}{v.shape}".encode() + v.tobytes())
-        elif isinstance(v, list) and v and isinstance(v[0], np.ndarray):
-            for a in v:
-                h.update(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
-        else:
-            h.update(json.dumps(v, sort_keys=True).encode())
-        h.update(b"\1")
-    return h.hexdigest()
 
 
 # ---- big learns: rows given whole, batches, the request digest a field at a time ----

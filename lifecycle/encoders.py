@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from lifecycle import validation
 from lifecycle.errors import EncoderMismatch, InvalidEncoder, InvalidRequest
 from lifecycle.store.records import Encoder
 
@@ -100,14 +101,7 @@ def check_inputs(X: object, encoder: Encoder, what: str = "X") -> np.ndarray:
             row = int(np.argwhere(bad)[0][0])
             raise InvalidRequest(f"{what} holds token ids outside 0..{MAX_TOKEN_ID - 1} (first in row {row})")
         return rows.astype(np.float32)
-    with np.errstate(over="ignore"):
-        out = rows.astype(np.float32)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise InvalidRequest(f"{what} contains NaN or infinite values (first in row {row}) or values too large "
-                             "for float32")
-    return out
+    return validation.finite_float32(rows, what)
 
 
 def check_device(device: object) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lifecycle import strategies, validation
+from lifecycle.payloads import payload_sha
 from lifecycle.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -35,8 +36,6 @@ MAX_CALLBACKS = 10
 def erase(lc: Lifecycle, *, subject: str, reason: str | None, requested_by: str | None,
           idempotency_key: str | None, due_days: float, status_callback_urls, token_id: str | None
           ) -> tuple[Erasure, bool]:
-    from lifecycle.api import _sha
-
     validation.name(subject, "subject")
     reason = validation.optional_text(reason, "reason")
     requested_by = validation.optional_text(requested_by, "requested_by", 200)
@@ -54,11 +53,11 @@ def erase(lc: Lifecycle, *, subject: str, reason: str | None, requested_by: str 
         return lc.ids.legacy_subject(hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest())
 
     task_unit = [m.id for m in lc.models() if strategies.get(m.strategy).tags.forget_unit == "task"]
-    payload = _sha(kind="erasure", subject=erasure_hash, due_days=float(due_days), callbacks=callbacks)
+    payload = payload_sha(kind="erasure", subject=erasure_hash, due_days=float(due_days), callbacks=callbacks)
     try:
         return Erasures(lc.ledger).submit(
             subject_digest=subject_digest, erasure_hash=erasure_hash, payload_sha=payload,
-            forget_sha=lambda target: _sha(kind=RequestKind.FORGET, target=target), task_unit_models=task_unit,
+            forget_sha=lambda target: payload_sha(kind=RequestKind.FORGET, target=target), task_unit_models=task_unit,
             due_days=float(due_days), requested_by=requested_by, reason=reason, token_id=token_id,
             idempotency_key=key, callbacks=callbacks)
     except Refused as exc:

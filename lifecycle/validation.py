@@ -60,6 +60,11 @@ def features(X: object, n_features: int, what: str = "X") -> np.ndarray:
         raise RequestTooLarge(f"{what} has {arr.shape[0]} samples; one request takes at most {MAX_BATCH}")
     if arr.shape[1] != n_features:
         raise InvalidRequest(f"{what} has {arr.shape[1]} features per sample; the model takes {n_features}")
+    return finite_float32(arr, what)
+
+
+def finite_float32(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` as float32, refusing NaN, infinities and values float32 cannot hold."""
     with np.errstate(over="ignore"):
         out = arr.astype(np.float32)
     bad = ~np.isfinite(out)
