@@ -114,3 +114,40 @@ def test_tokens_are_hashed_scoped_and_revocable(lc):
     assert [t.id for t in lc.tokens()] == [token.id]
     with pytest.raises(UnknownRequest):
         lc.revoke_token("nope")
+
+
+def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, tmp_path):
+    """Two processes' handles erase the same person at the same moment: each
+    model gets one forget, which the other erasure joins, and both complete."""
+    import threading
+
+    import lifecycle
+
+    def connect():
+        return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
+
+    lc = connect()
+    _three_models(lc)
+    handles = [connect(), connect()]
+    start, results, errors = threading.Barrier(2), [], []
+
+    def erase(handle):
+        start.wait()
+        try:
+            results.append(handle.erase(subject="alice", reason="at once"))
+        except Exception as exc:  # surfaced below, with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=erase, args=(h,)) for h in handles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 2
+    outcomes = sorted({p.model: p.outcome for p in e.parts}["a"] for e in results)
+    assert outcomes == ["forget", "joined"]
+    forgets = [r for r in lc.requests("a") if r.kind == "forget"]
+    assert len(forgets) == 1
+    lc.drain()
+    assert [lc.erasure(e.id).status for e in results] == ["completed", "completed"]
+    _audit_clean(lc)
