@@ -11,6 +11,9 @@ from sqlalchemy.orm import sessionmaker
 
 from lifecycle.store.errors import BadLedgerUrl, LedgerUnreachable, NoLedger
 
+# execution options of a connection that only reads (``Ledger._read``)
+READ_ONLY = {"lifecycle_read_only": True}
+
 EXAMPLES = "e.g. ledger.db, sqlite:///ledger.db, sqlite:////abs/path/ledger.db or postgresql+psycopg://user@host/db"
 
 
@@ -45,8 +48,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # one writer at a time: take the write lock up front so two workers
-            # never both read "queued" and then race to claim the same row
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # never both read "queued" and then race to claim the same row; a
+            # read-only transaction reads a WAL snapshot and takes no lock
+            read_only = conn.get_execution_options().get("lifecycle_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

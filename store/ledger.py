@@ -40,7 +40,7 @@ from lifecycle.store.schema import (
     task_record,
     version_record,
 )
-from lifecycle.store.engine import session_factory
+from lifecycle.store.engine import READ_ONLY, session_factory
 from lifecycle.store.identity import IdKey
 from lifecycle.store.writes import append_event, chunks, drop_unlearned, lock_model
 
@@ -52,10 +52,16 @@ class Ledger:
         self.ids = ids or IdKey()  # keys the digests of free text in the audit chain
         self.clock = clock
         self._sessions = session_factory(engine)
+        self._reads = session_factory(engine.execution_options(**READ_ONLY))
         self.queue = Queue(self._sessions, clock)
 
     def _begin(self):
         return self._sessions.begin()
+
+    def _read(self):
+        """A transaction that only reads: on SQLite it takes no write lock, so
+        status polls and reports never wait behind a long commit."""
+        return self._reads.begin()
 
     # ---- models and tasks -------------------------------------------------
 
@@ -104,26 +110,26 @@ class Ledger:
             return model_record(row)
 
     def model(self, name: str) -> rec.Model | None:
-        with self._begin() as s:
+        with self._read() as s:
             row = s.scalar(select(ModelRow).where(ModelRow.name == name))
             return model_record(row) if row else None
 
     def models(self) -> list[rec.Model]:
-        with self._begin() as s:
+        with self._read() as s:
             return [model_record(r) for r in s.scalars(select(ModelRow).order_by(ModelRow.id))]
 
     def subject_salt(self, model_id: int) -> str | None:
         """The salt of a model from before keyed identifiers (None for every newer model)."""
-        with self._begin() as s:
+        with self._read() as s:
             return s.scalar(select(ModelRow.subject_salt).where(ModelRow.id == model_id))
 
     def tasks(self, model_id: int) -> list[rec.Task]:
-        with self._begin() as s:
+        with self._read() as s:
             rows = s.scalars(select(TaskRow).where(TaskRow.model_id == model_id).order_by(TaskRow.id))
             return [task_record(r) for r in rows]
 
     def task(self, model_id: int, name: str) -> rec.Task | None:
-        with self._begin() as s:
+        with self._read() as s:
             row = s.scalar(select(TaskRow).where(TaskRow.model_id == model_id, TaskRow.name == name))
             return task_record(row) if row else None
 
@@ -132,7 +138,7 @@ class Ledger:
     def samples(self, model_id: int, sample_ids: Iterable[str]) -> dict[str, rec.Sample]:
         ids = list(sample_ids)
         out: dict[str, rec.Sample] = {}
-        with self._begin() as s:
+        with self._read() as s:
             for chunk in chunks(ids, 500):
                 q = (
                     select(SampleRow, TaskRow.name)
@@ -146,7 +152,7 @@ class Ledger:
     def tombstoned(self, model_id: int, sample_ids: Iterable[str]) -> set[str]:
         ids = list(sample_ids)
         found: set[str] = set()
-        with self._begin() as s:
+        with self._read() as s:
             for chunk in chunks(ids, 500):
                 q = select(TombstoneRow.sample_id).where(
                     TombstoneRow.model_id == model_id, TombstoneRow.sample_id.in_(chunk)
@@ -158,7 +164,7 @@ class Ledger:
         """Which of these row fingerprints belong to forgotten samples."""
         digests = list(content_digests)
         found: set[str] = set()
-        with self._begin() as s:
+        with self._read() as s:
             for chunk in chunks(digests, 500):
                 found.update(s.scalars(select(TombstoneRow.content_digest).where(
                     TombstoneRow.model_id == model_id, TombstoneRow.content_digest.in_(chunk))))
@@ -166,12 +172,12 @@ class Ledger:
 
     def tombstone_ids(self, model_id: int) -> frozenset[str]:
         """Every sample id the model has forgotten so far."""
-        with self._begin() as s:
+        with self._read() as s:
             return _tombstone_ids(s, model_id)
 
     def subject_counts(self, model_id: int, subject_hash: str) -> dict[str, int]:
         """How many of a subject's samples are pending, active or tombstoned."""
-        with self._begin() as s:
+        with self._read() as s:
             q = (
                 select(SampleRow.status, func.count())
                 .where(SampleRow.model_id == model_id, SampleRow.subject_hash == subject_hash)
@@ -455,7 +461,7 @@ class Ledger:
     # ---- reading requests -------------------------------------------------
 
     def request(self, request_id: str) -> rec.Request | None:
-        with self._begin() as s:
+        with self._read() as s:
             q = (
                 select(RequestRow, ModelRow.name)
                 .join(ModelRow, ModelRow.id == RequestRow.model_id)
@@ -466,12 +472,12 @@ class Ledger:
 
     def request_ids_starting(self, prefix: str, limit: int) -> list[str]:
         """Up to ``limit`` request ids that start with ``prefix`` (the unique id index serves it)."""
-        with self._begin() as s:
+        with self._read() as s:
             return list(s.scalars(select(RequestRow.id).where(RequestRow.id >= prefix, RequestRow.id < prefix + "~")
                                   .order_by(RequestRow.id).limit(limit)))
 
     def requests(self, model_id: int | None = None, statuses: Iterable[str] | None = None) -> list[rec.Request]:
-        with self._begin() as s:
+        with self._read() as s:
             q = select(RequestRow, ModelRow.name).join(ModelRow, ModelRow.id == RequestRow.model_id)
             if model_id is not None:
                 q = q.where(RequestRow.model_id == model_id)
@@ -480,13 +486,13 @@ class Ledger:
             return [request_record(row, name) for row, name in s.execute(q.order_by(RequestRow.seq))]
 
     def audit_head(self, model_id: int) -> tuple[int, str | None]:
-        with self._begin() as s:
+        with self._read() as s:
             row = s.get(ModelRow, model_id)
             return row.audit_seq, row.audit_head
 
     def chain_link(self, model_name: str, seq: int) -> rec.ChainLink | None:
         """The event at ``seq`` of a model's audit chain, as far as an anchor needs it."""
-        with self._begin() as s:
+        with self._read() as s:
             found = s.execute(
                 select(EventRow.request_id, EventRow.kind, EventRow.hash)
                 .join(ModelRow, ModelRow.id == EventRow.model_id)
@@ -495,7 +501,7 @@ class Ledger:
             return rec.ChainLink(model_name, seq, *found) if found else None
 
     def payload_digest(self, request_id: str) -> str | None:
-        with self._begin() as s:
+        with self._read() as s:
             return s.scalar(select(RequestRow.payload_digest).where(RequestRow.id == request_id))
 
     def submit_repair(self, model_id: int, target: dict[str, Any], requested_by: str | None,
@@ -513,7 +519,7 @@ class Ledger:
     def data_files(self, model_id: int) -> dict[str, list[rec.Sample]]:
         """The data files the model's active samples live in, with those samples."""
         out: dict[str, list[rec.Sample]] = {}
-        with self._begin() as s:
+        with self._read() as s:
             q = (select(SampleRow, TaskRow.name).join(TaskRow, TaskRow.id == SampleRow.task_id)
                  .where(SampleRow.model_id == model_id, SampleRow.status == SampleStatus.ACTIVE)
                  .order_by(SampleRow.task_id, SampleRow.learn_request_seq, SampleRow.data_row))
@@ -524,7 +530,7 @@ class Ledger:
     # ---- finishing ----------------------------------------------------------
 
     def latest_version(self, model_id: int) -> rec.ModelVersion | None:
-        with self._begin() as s:
+        with self._read() as s:
             q = (
                 select(ModelVersionRow, ModelRow.name)
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
@@ -536,7 +542,7 @@ class Ledger:
             return version_record(*found) if found else None
 
     def versions(self, model_id: int) -> list[rec.ModelVersion]:
-        with self._begin() as s:
+        with self._read() as s:
             q = (
                 select(ModelVersionRow, ModelRow.name)
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
@@ -632,7 +638,7 @@ class Ledger:
 
     def artifact_roles(self) -> dict[str, str]:
         """Every artifact the ledger points at, with its role: data, probe or state."""
-        with self._begin() as s:
+        with self._read() as s:
             roles = {d: "state" for d in s.scalars(select(ModelVersionRow.artifact_digest)
                                                    .where(ModelVersionRow.state_purged.is_(False)))}
             roles |= {d: "probe" for d in s.scalars(select(TaskRow.probe_digest)
@@ -674,14 +680,14 @@ class Ledger:
 
     def request_counts(self) -> list[tuple[str, str, int]]:
         """(kind, status, count) over all models."""
-        with self._begin() as s:
+        with self._read() as s:
             q = select(RequestRow.kind, RequestRow.status, func.count()).group_by(RequestRow.kind,
                                                                                    RequestRow.status)
             return [(k, st, n) for k, st, n in s.execute(q)]
 
     def oldest_open_forget(self) -> tuple[dt.datetime, dt.datetime] | None:
         """(received_at, due_at) of the open forget received first."""
-        with self._begin() as s:
+        with self._read() as s:
             q = (select(RequestRow.received_at, RequestRow.due_at)
                  .where(RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_(OPEN))
                  .order_by(RequestRow.received_at).limit(1))
@@ -689,20 +695,20 @@ class Ledger:
             return (found[0], found[1]) if found else None
 
     def overdue_forgets(self, now: dt.datetime) -> int:
-        with self._begin() as s:
+        with self._read() as s:
             return s.scalar(select(func.count()).select_from(RequestRow).where(
                 RequestRow.kind == RequestKind.FORGET, RequestRow.status.in_(OPEN), RequestRow.due_at < now))
 
     def finding_counts(self) -> list[tuple[str, int]]:
         """(strategy, number of relapse findings)."""
-        with self._begin() as s:
+        with self._read() as s:
             q = (select(ModelRow.strategy, func.count()).select_from(RelapseFindingRow)
                  .join(ModelRow, ModelRow.id == RelapseFindingRow.model_id).group_by(ModelRow.strategy))
             return [(st, n) for st, n in s.execute(q)]
 
 
     def evaluations(self, model_id: int) -> list[rec.Evaluation]:
-        with self._begin() as s:
+        with self._read() as s:
             q = (
                 select(EvaluationRow, TaskRow.name)
                 .join(TaskRow, TaskRow.id == EvaluationRow.task_id)
@@ -713,7 +719,7 @@ class Ledger:
                     for r, name in s.execute(q)]
 
     def findings(self, model_id: int | None = None) -> list[rec.RelapseFinding]:
-        with self._begin() as s:
+        with self._read() as s:
             q = (
                 select(RelapseFindingRow, TaskRow.name, ModelRow.name)
                 .join(TaskRow, TaskRow.id == RelapseFindingRow.task_id)
@@ -743,14 +749,14 @@ class Ledger:
             return report_record(row, s.get(ModelRow, model_id).name)
 
     def reports(self, model_id: int | None = None) -> list[rec.Report]:
-        with self._begin() as s:
+        with self._read() as s:
             q = select(ReportRow, ModelRow.name).join(ModelRow, ModelRow.id == ReportRow.model_id)
             if model_id is not None:
                 q = q.where(ReportRow.model_id == model_id)
             return [report_record(row, name) for row, name in s.execute(q.order_by(ReportRow.id))]
 
     def certificate(self, request_id: str) -> dict[str, Any] | None:
-        with self._begin() as s:
+        with self._read() as s:
             row = s.get(CertificateRow, request_id)
             return dict(row.body) if row else None
 
@@ -769,7 +775,7 @@ class Ledger:
 
     def _audit_problems(self) -> tuple[int, list[audit.ChainProblem | ledger_audit.RowProblem]]:
         problems, checked = [], 0
-        with self._begin() as s:
+        with self._read() as s:
             for model in s.scalars(select(ModelRow).order_by(ModelRow.id)).all():
                 # plain columns, not ORM objects: a verify reads every event of the ledger
                 rows = s.execute(select(EventRow.id, EventRow.model_id, EventRow.seq, EventRow.request_id,
@@ -788,7 +794,7 @@ class Ledger:
         return checked, problems
 
     def events(self, model_id: int | None = None, request_id: str | None = None) -> list[rec.Event]:
-        with self._begin() as s:
+        with self._read() as s:
             q = select(EventRow, ModelRow.name).join(ModelRow, ModelRow.id == EventRow.model_id)
             if model_id is not None:
                 q = q.where(EventRow.model_id == model_id)
