@@ -60,7 +60,6 @@ log = logging.getLogger("lifecycle.encoders")
 KINDS = ("torchscript", "export", "factory")
 INPUT_DTYPES = ("float32", "int64")
 DEFAULT_BATCH = 128
-MAX_BATCH_ROWS = 1_000_000
 # token ids ride in float32 rows: exact below 2**24
 MAX_TOKEN_ID = 1 << 24
 FINGERPRINT_INPUTS = 2
@@ -77,21 +76,10 @@ def check_inputs(X: object, encoder: Encoder, what: str = "X") -> np.ndarray:
     (how they are stored); raises ``InvalidRequest`` naming the problem."""
     shape = tuple(encoder.input_shape)
     want = f"(n, {', '.join(str(s) for s in shape)})"
-    if isinstance(X, (str, bytes)) or X is None:
-        raise InvalidRequest(f"{what} must be a numeric array of shape {want}, not {type(X).__name__}")
-    try:
-        arr = np.asarray(X)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"{what} could not be read as an array: {exc}") from None
-    if arr.dtype.kind not in "fiu":
-        raise InvalidRequest(f"{what} must hold real numbers; got dtype {arr.dtype}")
+    arr = validation.numeric_batch(X, what, f"of shape {want}")
     if arr.ndim != 1 + len(shape) or tuple(arr.shape[1:]) != shape:
         raise InvalidRequest(f"{what} must have shape {want}: one input of the encoder's input shape "
                              f"{shape} per sample; got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise InvalidRequest(f"{what} is empty: a request needs at least one sample")
-    if arr.shape[0] > MAX_BATCH_ROWS:
-        raise InvalidRequest(f"{what} has {arr.shape[0]} samples; one request takes at most {MAX_BATCH_ROWS}")
     rows = arr.reshape(arr.shape[0], -1)
     if encoder.input_dtype == "int64":
         if arr.dtype.kind not in "iu":
