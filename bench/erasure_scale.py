@@ -105,7 +105,7 @@ from lifecycle.api import Lifecycle  # noqa: E402
 from lifecycle.errors import LifecycleError  # noqa: E402
 from lifecycle.signing import Signer  # noqa: E402
 from lifecycle.vault import Vault  # noqa: E402
-from lifecycle.store.artifacts import ArtifactStore  # noqa: E402
+from lifecycle.store.artifacts import ArtifactStore, FolderArtifactStore  # noqa: E402
 from lifecycle.migrations.migrate import open_engine  # noqa: E402
 from lifecycle.store.errors import ArtifactMissing  # noqa: E402
 from lifecycle.store.identity import IdKey, normalise  # noqa: E402
@@ -845,8 +845,8 @@ def overhead(args) -> dict:
         real_url = f"sqlite:///{root / 'real.db'}"
         real = lifecycle.connect(real_url, signing_key=signer_key, id_key=root / "id-key")
         base_url = f"sqlite:///{root / 'plain.db'}"
-        base = Lifecycle(Ledger(open_engine(base_url)), PlainVault(ArtifactStore(root / "plain.db.artifacts")),
-                         Signer(signer_key), PlainIds())
+        plain = PlainVault(FolderArtifactStore(root / "plain.db.artifacts"))
+        base = Lifecycle(Ledger(open_engine(base_url)), plain, Signer(signer_key), PlainIds())
         sides = {"real": real, "plain": base}
         workers = {name: lc.worker() for name, lc in sides.items()}
         g = np.random.default_rng([args.seed, 9])

@@ -46,7 +46,8 @@ from lifecycle.errors import (
     UnknownTask,
     UnsupportedForgetUnit,
 )
-from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.artifact_location import open_artifact_store
+from lifecycle.store.artifacts import ArtifactStore, FolderArtifactStore
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing
 from lifecycle.migrations.migrate import open_engine
 from lifecycle.store.engine import ledger_url
@@ -85,7 +86,9 @@ def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = Non
     (``ledger.db.keys``); other backends take ``artifacts`` or the
     ``LIFECYCLE_ARTIFACTS`` environment variable, and keep the keys beside
     it (``<artifacts>.keys``). ``keys`` or ``LIFECYCLE_KEYS`` put the keys
-    elsewhere.
+    elsewhere. ``artifacts`` may be an object store URL (``s3://bucket/prefix``,
+    see ``lifecycle.store.artifact_location``); its keys then must be given,
+    as a folder: they never go into the bucket.
     Keep the key folder out of the artifacts' backups: erasing destroys keys
     (see ``lifecycle.vault``). Certificates are signed with the Ed25519 key
     at ``signing_key`` (see ``lifecycle.signing``) and identifiers are
@@ -94,9 +97,9 @@ def connect(url: str | None = None, *, artifacts: str | os.PathLike | None = Non
     claims, commits); tests pass one they can move.
     """
     url = ledger_url(url or os.environ.get("LIFECYCLE_DB", DEFAULT_URL))
+    store = open_artifact_store(artifacts or default_artifacts(url))
+    vault = Vault(store, KeyStore(_key_folder(keys or default_keys(url, store))))
     engine = open_engine(url, create=create)
-    artifacts = Path(artifacts or default_artifacts(url))
-    vault = Vault(ArtifactStore(artifacts), KeyStore(keys or default_keys(url, artifacts)))
     ids = IdKey(id_key)
     return Lifecycle(Ledger(engine, ids, clock), vault, Signer(signing_key), ids)
 
@@ -110,16 +113,28 @@ def _sqlite_file(url: str) -> str | None:
     return parsed.database
 
 
-def default_artifacts(url: str) -> Path:
+def default_artifacts(url: str) -> str:
+    """A folder path, or an object store URL from ``LIFECYCLE_ARTIFACTS``."""
     path = _sqlite_file(url)
-    return Path(path + ".artifacts") if path else Path(os.environ.get("LIFECYCLE_ARTIFACTS", "lifecycle-artifacts"))
+    return path + ".artifacts" if path else os.environ.get("LIFECYCLE_ARTIFACTS", "lifecycle-artifacts")
 
 
-def default_keys(url: str, artifacts: Path) -> Path:
+def default_keys(url: str, artifacts: ArtifactStore) -> Path:
     if os.environ.get("LIFECYCLE_KEYS"):
         return Path(os.environ["LIFECYCLE_KEYS"])
+    if not isinstance(artifacts, FolderArtifactStore):
+        # erasing destroys keys: in the bucket they would share its copies, versions and backups
+        raise InvalidConfig(f"artifacts in an object store ({artifacts!r}) need their keys in a folder kept "
+                            "apart from the bucket: pass keys= (--keys) or set LIFECYCLE_KEYS")
     path = _sqlite_file(url)
-    return Path(path + ".keys") if path else artifacts.with_name(artifacts.name + ".keys")
+    return Path(path + ".keys") if path else artifacts.root.with_name(artifacts.root.name + ".keys")
+
+
+def _key_folder(keys: str | os.PathLike) -> Path:
+    if "://" in os.fspath(keys):
+        raise InvalidConfig(f"the keys location {os.fspath(keys)} is a URL; keys live in a folder (a path), "
+                            "apart from the artifacts")
+    return Path(keys)
 
 
 @dataclass(frozen=True)
@@ -734,7 +749,8 @@ class Lifecycle:
 
     def sweep(self, grace_seconds: float = SWEEP_GRACE_SECONDS) -> list[str]:
         """Erase stored artifacts and keys that nothing in the ledger references
-        (left by a crash), older than ``grace_seconds``; returns their digests."""
+        (left by a crash), older than ``grace_seconds``, and staged files a crash
+        cut short, untouched for as long; returns the artifacts' digests."""
         return purge.sweep(self.ledger, self.vault, grace_seconds)
 
     def repair(self, model: str, *, requested_by: str | None = None) -> Request:

@@ -45,8 +45,10 @@ DB_HELP = "Ledger URL, e.g. sqlite:///ledger.db or postgresql+psycopg://user@hos
 DbOpt = typer.Option(None, "--db", help=DB_HELP)
 KeysOpt = typer.Option(None, "--keys", help="Folder of the artifacts' data keys; keep it out of their backups "
                                             "(default: beside the artifact folder; env LIFECYCLE_KEYS).")
-ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default: beside a SQLite file; "
-                                                        "env LIFECYCLE_ARTIFACTS otherwise).")
+ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder, or an object store URL such as "
+                                                        "s3://bucket/prefix (then --keys is required; options in "
+                                                        "env LIFECYCLE_ARTIFACTS_OPTIONS as JSON). Default: beside "
+                                                        "a SQLite file; env LIFECYCLE_ARTIFACTS otherwise.")
 
 
 def _url(db: Optional[str]) -> str:

@@ -67,13 +67,18 @@ def discard(ledger: Ledger, vault: Vault, digests: Iterable[str]) -> list[str]:
 
 
 def sweep(ledger: Ledger, vault: Vault, grace_seconds: float) -> list[str]:
-    """Erase artifacts and keys nothing references, older than ``grace_seconds``.
+    """Erase artifacts and keys nothing references, older than ``grace_seconds``,
+    and staged files nothing has written to for as long; returns the artifacts' digests.
 
     They are what a crash left between writing files and committing their
-    rows, or between committing and deleting. The grace period spares a
-    submit that has written its files but not yet committed.
+    rows, or between committing and deleting, or while a file was staged.
+    The grace period spares a submit that is writing its files or has
+    written them but not yet committed.
     """
     now = time.time()
+    staged = vault.artifacts.remove_stale_staging(grace_seconds, now)
+    if staged:
+        log.info("swept %d staged file(s) a crash left unfinished", staged)
     on_disk = set(vault.artifacts.digests()) | set(vault.keys.digests())
     orphans = sorted(on_disk - ledger.referenced_digests())
     gone = [d for d in orphans

@@ -22,8 +22,13 @@ def write_durably(path: Path, data: bytes) -> None:
         raise
 
 
-def digest_path(root: Path, digest: str) -> Path:
-    """Where a file named by its sha256 lives under ``root``: ``ab/cdef…``."""
+def digest_name(digest: str) -> str:
+    """The relative name a file named by its sha256 is filed under: ``ab/cdef…``."""
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError(f"not a sha256 digest: {digest!r}")
-    return root / digest[:2] / digest[2:]
+    return f"{digest[:2]}/{digest[2:]}"
+
+
+def digest_path(root: Path, digest: str) -> Path:
+    """Where a file named by its sha256 lives under ``root``."""
+    return root / digest_name(digest)

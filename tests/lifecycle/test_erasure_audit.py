@@ -45,7 +45,7 @@ import lifecycle
 from lifecycle import purge
 from lifecycle.vault import Erased, Vault
 from lifecycle.worker import Worker
-from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.artifacts import FolderArtifactStore
 from lifecycle.store.errors import ArtifactMissing
 from lifecycle.store.records import Request
 from lifecycle.store.schema import ModelRow
@@ -645,7 +645,7 @@ def audit_the_backup(s: Scene, n: Needles, gone: set[str], referenced: set[str])
     """The artifact store copied before the erasure, read with the key store as it is now."""
     lc = s.lc
     retained = s.learned() - gone
-    from_backup = Vault(ArtifactStore(s.backup), lc.vault.keys)
+    from_backup = Vault(FolderArtifactStore(s.backup), lc.vault.keys)
     for sid in gone:
         digest, row = s.pointers[sid]
         assert from_backup.exists(digest)

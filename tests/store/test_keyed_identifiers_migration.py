@@ -17,7 +17,7 @@ from lifecycle import arrays
 from lifecycle.cli import app
 from lifecycle.migrations import migrate
 from lifecycle.store import audit
-from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.artifacts import FolderArtifactStore
 from lifecycle.store.engine import make_engine
 
 AT = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
@@ -29,7 +29,7 @@ Y = np.array([0, 1])
 
 def old_artifacts(root):
     """The clear files the code of revision 0005 wrote: training rows with their ids, a probe set, a state."""
-    store = ArtifactStore(root)
+    store = FolderArtifactStore(root)
     spec = strategies.get("analytic")
     model = spec.build(spec.make_config({"width": 16}), 4, 2)
     model.learn(strategies.TaskData("t", X, Y, ("patient-7", "patient-8")))

@@ -6,7 +6,7 @@ from alembic.runtime.migration import MigrationContext
 
 import lifecycle
 from lifecycle.migrations import migrate
-from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.artifacts import FolderArtifactStore
 from lifecycle.store.engine import make_engine
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, SchemaOutOfDate
 from lifecycle.store.schema import Base
@@ -39,7 +39,7 @@ def test_a_ledger_behind_head_is_refused(db_url, tmp_path):
 
 
 def test_artifacts_are_content_addressed_and_verified(tmp_path):
-    store = ArtifactStore(tmp_path)
+    store = FolderArtifactStore(tmp_path)
     digest = store.put(b"model state")
     assert store.put(b"model state") == digest and store.get(digest) == b"model state"
     path = tmp_path / digest[:2] / digest[2:]

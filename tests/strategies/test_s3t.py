@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from lifecycle import arrays
-from lifecycle.store.artifacts import ArtifactStore
+from lifecycle.store.artifacts import FolderArtifactStore
 from lifecycle.strategies import ForgetSet, RetrainPlan, StrategyConfigError, TaskData
 from lifecycle.strategies.s3t import SPEC, S3TConfig
 from lifecycle.strategies.s3t.book import bms_orders, cyclic_orders
@@ -225,7 +225,7 @@ def test_state_round_trips_through_the_artifact_store(digits, tmp_path):
     data = batches(digits)
     strategy = learned(data)
     strategy.forget(ForgetSet(sample_ids=("d/1", "d/200")))
-    store = ArtifactStore(tmp_path)
+    store = FolderArtifactStore(tmp_path)
     digest = store.put(arrays.pack(strategy.state_dict()))
     clone = make()
     clone.load_state_dict(arrays.unpack(store.get(digest)))
