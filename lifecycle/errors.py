@@ -3,6 +3,7 @@
 from lifecycle.store.errors import (
     ArtifactCorrupt,
     ArtifactMissing,
+    BadArtifactsLocation,
     BadLedgerUrl,
     LeaseLost,
     LedgerError,
@@ -107,6 +108,7 @@ __all__ = [
     "AlreadyForgotten",
     "ArtifactCorrupt",
     "ArtifactMissing",
+    "BadArtifactsLocation",
     "BadLedgerUrl",
     "LedgerUnreachable",
     "NoLedger",

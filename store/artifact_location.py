@@ -18,7 +18,8 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 
-from lifecycle.store.artifacts import ArtifactStore, BadArtifactsLocation, FolderArtifactStore
+from lifecycle.store.artifacts import ArtifactStore, FolderArtifactStore
+from lifecycle.store.errors import BadArtifactsLocation
 from lifecycle.store.object_artifacts import FsspecArtifactStore
 
 OPTIONS_ENV = "LIFECYCLE_ARTIFACTS_OPTIONS"

@@ -18,16 +18,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LedgerError
+from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing
 from lifecycle.store.files import digest_path, write_durably
 
 # a staged file older than this was left by a crashed submit (its keys were never written): removed
 STALE_STAGING_SECONDS = 24 * 3600.0
 STAGE_PREFIX = ".tmp-stage-"
-
-
-class BadArtifactsLocation(LedgerError, ValueError):
-    """An artifacts location names no store this code can use; the message says what would."""
 
 
 def sha256(data: bytes) -> str:

@@ -9,6 +9,10 @@ class BadLedgerUrl(LedgerError):
     """The ledger URL cannot be understood; the message shows one that works."""
 
 
+class BadArtifactsLocation(LedgerError, ValueError):
+    """An artifacts location names no store this code can use; the message says what would."""
+
+
 class LedgerUnreachable(LedgerError):
     """The ledger's database cannot be opened or reached."""
 

@@ -25,7 +25,8 @@ import lifecycle
 from lifecycle import purge
 from lifecycle.errors import InvalidConfig
 from lifecycle.store.artifact_location import OPTIONS_ENV, open_artifact_store
-from lifecycle.store.artifacts import STAGE_PREFIX, BadArtifactsLocation, FolderArtifactStore
+from lifecycle.errors import BadArtifactsLocation
+from lifecycle.store.artifacts import STAGE_PREFIX, FolderArtifactStore
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing
 from lifecycle.store.keystore import KeyStore
 from lifecycle.store.object_artifacts import FsspecArtifactStore
