@@ -7,7 +7,9 @@ written to that model's audit chain: an ``erasure`` event on the forget it
 queued or joined (with the API token that submitted it, if any), or an
 ``erasure_none`` event saying the model held none of the subject's samples.
 The person-level status is derived from the parts' requests and kept on the
-erasure row by ``refresh``.
+erasure row by ``refresh``. Every status an erasure takes (its first, at
+``submit``, and each change, at ``refresh`` and ``cancel``) writes its status
+callbacks to the outbox (``store.outbox``) in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lifecycle.store import outbox
 from lifecycle.store.records import OPEN, RequestKind, RequestStatus, SampleStatus
 from lifecycle.store.schema import (
     CertificateRow,
@@ -165,6 +168,7 @@ class Erasures:
                 raise Refused(refused)  # rolls every write back
             if not queued:
                 row.status, row.finished_at = COMPLETED, received
+            outbox.enqueue(s, row, received)
             s.flush()
             return self._record(s, row), True
 
@@ -204,9 +208,11 @@ class Erasures:
                 parts = self._parts(s, row.id)
                 now = _derive(parts)
                 if now != before:
+                    changed_at = self.ledger.clock()
                     row.status = now
                     if now in DONE:
-                        row.finished_at = self.ledger.clock()
+                        row.finished_at = changed_at
+                    outbox.enqueue(s, row, changed_at)
             s.flush()
             return self._record(s, row), (before if row.status != before else None)
 
@@ -236,6 +242,7 @@ class Erasures:
                 r.status, r.finished_at = RequestStatus.CANCELLED, now
                 append_event(s, r.model_id, r.id, "cancelled", erasure=row.id)
             row.status, row.finished_at = CANCELLED, now
+            outbox.enqueue(s, row, now)
             s.flush()
             return self._record(s, row)
 

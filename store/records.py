@@ -54,6 +54,14 @@ class Role(StrEnum):
     FORGOTTEN = "forgotten"
 
 
+class DeliveryState(StrEnum):
+    """Where a status callback stands in the outbox."""
+
+    PENDING = "pending"  # not yet accepted by the receiver; retried on a back-off
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GAVE_UP = "gave_up"  # the retry limit was reached, or its host left the allow-list
+
+
 class TargetUnit(StrEnum):
     """What a forget names."""
 

@@ -444,3 +444,46 @@ class ApiTokenRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str | None] = mapped_column(String(200))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# ---- status callbacks of erasures (migration 0011) ----
+
+
+class CallbackOutboxRow(Base):
+    """One status callback to send: written in the transaction of the status change it announces."""
+
+    __tablename__ = "callback_outbox"
+    __table_args__ = (
+        one_of("state", rec.DeliveryState, "callback_outbox"),
+        # a deliverer reads the due rows; a row waits for the earlier ones of its erasure and URL
+        Index("ix_callback_outbox_due", "state", "next_attempt_at"),
+        Index("ix_callback_outbox_erasure", "erasure_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    erasure_id: Mapped[str] = mapped_column(ForeignKey("erasures.id"))
+    url: Mapped[str] = mapped_column(Text)
+    # the exact JSON text sent (ASCII), so a retry sends, and is signed over, the same bytes
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # when it may be tried next; a claim moves it to the claim's expiry, so a deliverer that dies holding it
+    # gives it back by never recording
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    claimed_by: Mapped[str | None] = mapped_column(String(36))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class CallbackAttemptRow(Base):
+    """One try at delivering a callback, as it ended."""
+
+    __tablename__ = "callback_attempts"
+    __table_args__ = (Index("ix_callback_attempts_outbox", "outbox_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("callback_outbox.id"))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    ok: Mapped[bool] = mapped_column(Boolean)
