@@ -309,6 +309,7 @@ class Lifecycle:
         idempotency_key: str | None = None,
         requested_by: str | None = None,
         reason: str | None = None,
+        token_id: str | None = None,
     ) -> Request:
         """Queue a learn request. Raises a typed error and writes nothing when invalid.
 
@@ -323,7 +324,8 @@ class Lifecycle:
         chunk at a time (``validation.CHUNK_BYTES``); the ledger's transaction
         comes last and is short. Limits per request: ``validation.MAX_BATCH``
         rows and ``validation.MAX_REQUEST_BYTES`` of float32 features, else
-        ``RequestTooLarge``. See README, "Big learns".
+        ``RequestTooLarge``. See README, "Big learns". ``token_id``: the HTTP
+        API token that submitted it, recorded in its ``submitted`` event.
         """
         m = self.model(model)
         validation.name(task, "task")
@@ -366,7 +368,7 @@ class Lifecycle:
                 m, task=task, classes=sorted(classes), probe_digest=probe_digest, payload_digest=staged.payload,
                 payload_sha=staged.sha, sample_ids=staged.digests, labels=staged.labels,
                 subject_hashes=staged.subjects, content_digests=staged.contents, idempotency_key=key,
-                requested_by=requested_by, reason=reason,
+                requested_by=requested_by, reason=reason, token_id=token_id,
             )
         except IntegrityError:
             self._discard(written)
@@ -435,8 +437,14 @@ class Lifecycle:
                                                        for i in range(a, b)])
             elif len(np.unique(digests.view("S32").ravel())) != n:
                 raise DuplicateSampleIds("sample_ids repeats ids that differ only in Unicode normalisation")
-            self._refuse_known(m, lambda: ((a, _strs(digests, a, a + _CHECK_ROWS), _strs(contents, a, a + _CHECK_ROWS))
-                                           for a in range(0, n, _CHECK_ROWS)))
+            try:
+                self._refuse_known(m, lambda: ((a, _strs(digests, a, a + _CHECK_ROWS),
+                                                _strs(contents, a, a + _CHECK_ROWS)) for a in range(0, n, _CHECK_ROWS)))
+            except DuplicateSampleIds:
+                # the same payload under the same key, sent at once from elsewhere, may have committed since
+                if key is not None and (prior := self._by_key(m, key, payload_sha)) is not None:
+                    return prior
+                raise
             with self.vault.row_writer(n) as writer:
                 for (start, stop, raw), crc in zip(source.chunks(step) if kept is None else [(0, n, None)], sums,
                                                   strict=True):
@@ -573,8 +581,10 @@ class Lifecycle:
         requested_by: str | None = None,
         idempotency_key: str | None = None,
         due_at: dt.datetime | None = None,
+        token_id: str | None = None,
     ) -> Request:
-        """Queue a forget of a task, a list of sample ids, or everything of a subject."""
+        """Queue a forget of a task, a list of sample ids, or everything of a subject.
+        ``token_id``: the HTTP API token that submitted it, recorded in its ``submitted`` event."""
         m = self.model(model)
         given = [k for k, v in (("task", task), ("samples", samples), ("subject", subject)) if v is not None]
         if len(given) != 1:
@@ -640,7 +650,7 @@ class Lifecycle:
             raise AlreadyForgotten(f"a forget of the same {given[0]} is already queued or running: request {open_id}")
         return self.ledger.submit_forget(m, target=target, payload_sha=sha, received_at=received, due_at=due,
                                          idempotency_key=key,
-                                         requested_by=requested_by, reason=reason)
+                                         requested_by=requested_by, reason=reason, token_id=token_id)
 
     def cancel(self, request_id: str) -> Request:
         current = self.status(request_id)

@@ -76,7 +76,7 @@ def check_inputs(X: object, encoder: Encoder, what: str = "X") -> np.ndarray:
     (how they are stored); raises ``InvalidRequest`` naming the problem."""
     shape = tuple(encoder.input_shape)
     want = f"(n, {', '.join(str(s) for s in shape)})"
-    arr = validation.numeric_batch(X, what, f"of shape {want}")
+    arr = validation.numeric_batch(X, what, f"numeric array of shape {want}")
     if arr.ndim != 1 + len(shape) or tuple(arr.shape[1:]) != shape:
         raise InvalidRequest(f"{what} must have shape {want}: one input of the encoder's input shape "
                              f"{shape} per sample; got shape {arr.shape}")

@@ -44,7 +44,7 @@ def optional_text(value: object, what: str, limit: int = 10_000) -> str | None:
 
 
 def features(X: object, n_features: int, what: str = "X") -> np.ndarray:
-    arr = numeric_batch(X, what, "2-D (samples x features)")
+    arr = numeric_batch(X, what, "2-D numeric array (samples x features)")
     if arr.ndim != 2:
         raise InvalidRequest(f"{what} must be 2-D (samples x features); got shape {arr.shape}")
     if arr.shape[1] != n_features:
@@ -52,10 +52,10 @@ def features(X: object, n_features: int, what: str = "X") -> np.ndarray:
     return finite_float32(arr, what)
 
 
-def numeric_batch(X: object, what: str, shape: str) -> np.ndarray:
-    """``X`` as a real-valued array of one to ``MAX_BATCH`` samples (``shape`` says what is wanted)."""
+def numeric_batch(X: object, what: str, wanted: str) -> np.ndarray:
+    """``X`` as a real-valued array of one to ``MAX_BATCH`` samples (``wanted`` says what is)."""
     if isinstance(X, (str, bytes)) or X is None:
-        raise InvalidRequest(f"{what} must be a numeric array {shape}, not {type(X).__name__}")
+        raise InvalidRequest(f"{what} must be a {wanted}, not {type(X).__name__}")
     try:
         arr = np.asarray(X)
     except (ValueError, TypeError) as exc:
@@ -63,7 +63,7 @@ def numeric_batch(X: object, what: str, shape: str) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise InvalidRequest(f"{what} must hold real numbers; got dtype {arr.dtype}")
     if arr.ndim == 0:
-        raise InvalidRequest(f"{what} must be a numeric array {shape}; got shape () (a single number)")
+        raise InvalidRequest(f"{what} must be a {wanted}; got shape () (a single number)")
     if arr.shape[0] == 0:
         raise InvalidRequest(f"{what} is empty: a request needs at least one sample")
     if arr.shape[0] > MAX_BATCH:

@@ -74,15 +74,21 @@ class IdKey:
     def _create(self) -> bytes:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         secret = secrets.token_bytes(32)
-        # O_EXCL: two processes starting at once must not each write a different key
+        # Written whole under a name of its own, then linked into place: link fails when the key exists, so
+        # two processes (or threads) starting at once never each write a different key, and none reads one
+        # half written.
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secret.hex() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, self.path)
         except FileExistsError:
             return self._load_or_create()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secret.hex() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        finally:
+            tmp.unlink(missing_ok=True)
         log.warning("generated a new identifier key at %s; back it up apart from the ledger: without it no "
                     "stored sample id or subject can be matched again", self.path)
         return secret

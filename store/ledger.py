@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lifecycle.store import audit, ledger_audit, row_digests
@@ -250,6 +251,7 @@ class Ledger:
         idempotency_key: str | None,
         requested_by: str | None,
         reason: str | None,
+        token_id: str | None = None,
     ) -> rec.Request:
         """Queue a learn whose data file (and probe set) are already stored.
 
@@ -317,7 +319,7 @@ class Ledger:
                    n_samples=n, new_task=new_task, probe=probe_digest, payload=payload_digest,
                    samples=_samples_digest(sample_ids, subject_hashes, content_digests, labels, task_row.id, order,
                                            fast),
-                   **_request_digests(row, self.ids))
+                   **_token(token_id), **_request_digests(row, self.ids))
             return request_record(row, model.name)
 
     def learn_conflicts(self, model_id: int, sample_ids: Sequence[str],
@@ -360,6 +362,7 @@ class Ledger:
         idempotency_key: str | None,
         requested_by: str | None,
         reason: str | None,
+        token_id: str | None = None,
     ) -> rec.Request:
         with self._begin() as s:
             locked = lock_model(s, model.id)  # before seq is allocated, as in submit_learn
@@ -381,7 +384,8 @@ class Ledger:
             s.add(row)
             s.flush()
             append_event(s, model.id, row.id, "submitted", locked=locked, request_kind=RequestKind.FORGET,
-                         target=target, due_at=due_at.isoformat(), **_request_digests(row, self.ids))
+                         target=target, due_at=due_at.isoformat(), **_token(token_id),
+                         **_request_digests(row, self.ids))
             return request_record(row, model.name)
 
     def submit_retrain(self, model_id: int, *, units: Sequence[int], reason: str,
@@ -858,6 +862,11 @@ def _internal_request(s: Session, ids: IdKey, now: dt.datetime, locked: ModelRow
     return request_record(row, locked.name)
 
 
+def _token(token_id: str | None) -> dict[str, str]:
+    """The API token that submitted a request over HTTP, for its ``submitted`` event (its public id only)."""
+    return {} if token_id is None else {"token": token_id}
+
+
 def _request_digests(row: RequestRow, ids: IdKey) -> dict[str, Any]:
     return {"request": row_digests.request(row),
             "text": {"requested_by": ids.text(row.requested_by), "reason": ids.text(row.reason)}}
@@ -925,11 +934,19 @@ def _insert_rows(s: Session, table, columns: Sequence[str], rows, n: int) -> Non
     PostgreSQL (psycopg), one executemany per chunk elsewhere; no ORM object per row."""
     conn = s.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        from psycopg import IntegrityError as DriverIntegrityError
+
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for start in range(0, n, _INSERT_CHUNK):
-                for r in rows(start, min(n, start + _INSERT_CHUNK)):
-                    copy.write_row(r)
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        try:
+            with raw.cursor() as cur, cur.copy(statement) as copy:
+                for start in range(0, n, _INSERT_CHUNK):
+                    for r in rows(start, min(n, start + _INSERT_CHUNK)):
+                        copy.write_row(r)
+        except DriverIntegrityError as exc:
+            # COPY runs below SQLAlchemy: raise what its inserts raise, so callers catch one error
+            # (e.g. a concurrent learn that took the same sample ids first)
+            raise IntegrityError(statement, None, exc) from None
         return
     if conn.dialect.name == "sqlite":
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"

@@ -66,6 +66,12 @@ class DeliveryClaim:
     expires_at: dt.datetime
 
 
+def opendsr_status(status: str) -> str:
+    """An erasure's status as OpenDSR names it."""
+    # OpenDSR knows no failed state: a failed per-model forget awaits an operator, so it is still in progress
+    return "in_progress" if status == "failed" else status
+
+
 def callback_body(row: ErasureRow, url: str, now: dt.datetime) -> str:
     """The OpenDSR status callback announcing the erasure's current status, as ASCII JSON text."""
     key = row.idempotency_key or ""
@@ -74,8 +80,7 @@ def callback_body(row: ErasureRow, url: str, now: dt.datetime) -> str:
         # an erasure from the Python API, the CLI or /v1 has no OpenDSR id: its own id stands in
         "subject_request_id": key[len(OPENDSR_KEY):] if key.startswith(OPENDSR_KEY) else row.id,
         "erasure_id": row.id,
-        # OpenDSR knows no failed state: a failed per-model forget awaits an operator (as lifecycle.http.opendsr)
-        "request_status": "in_progress" if row.status == "failed" else row.status,
+        "request_status": opendsr_status(row.status),
         "lifecycle_status": row.status,
         "status_callback_url": url,
         "expected_completion_time": _time(row.due_at),

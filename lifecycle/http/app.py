@@ -10,7 +10,6 @@ a reverse proxy that terminates TLS in front of a loopback address.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -18,17 +17,16 @@ from collections.abc import Iterable
 import uvicorn
 from fastapi import FastAPI
 
+from lifecycle.callbacks import callback_hosts_from_env
 from lifecycle.errors import InvalidConfig
-from lifecycle.http import opendsr, problems, v1
+from lifecycle.http import dashboard, opendsr, problems, v1
+from lifecycle.http.limits import BodyLimit, HttpLimits, TokenBuckets
 
 log = logging.getLogger("lifecycle.http")
 
 
-def callback_hosts_from_env() -> set[str]:
-    return {h.strip().lower() for h in os.environ.get("LIFECYCLE_CALLBACK_HOSTS", "").split(",") if h.strip()}
-
-
-def create_app(lc, *, callback_hosts: Iterable[str] | None = None) -> FastAPI:
+def create_app(lc, *, callback_hosts: Iterable[str] | None = None, limits: HttpLimits | None = None) -> FastAPI:
+    """The app; ``limits`` (each token's rate, the body size) default to ``HttpLimits.from_env()``."""
     app = FastAPI(title="lifecycle", version="1",
                   description="Erasure requests (OpenDSR) and the lifecycle ledger's own API. Authenticate with "
                               "`Authorization: Bearer <token>` (lifecycle token create). Errors are RFC 9457 "
@@ -36,9 +34,15 @@ def create_app(lc, *, callback_hosts: Iterable[str] | None = None) -> FastAPI:
     app.state.lc = lc
     app.state.callback_hosts = {h.lower() for h in callback_hosts} if callback_hosts is not None \
         else callback_hosts_from_env()
+    limits = limits if limits is not None else HttpLimits.from_env()
+    app.state.rate_limits = TokenBuckets(limits.rate, limits.clock)
+    app.state.max_body = limits.max_body
+    app.state.login_links = dashboard.LoginLinks()
+    app.add_middleware(BodyLimit, limit=limits.max_body)
     problems.install(app)
     app.include_router(opendsr.router)
     app.include_router(v1.router)
+    app.include_router(dashboard.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -57,13 +61,14 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def _config(lc, address: str, ssl_certfile: str | None, ssl_keyfile: str | None,
-            callback_hosts: Iterable[str] | None) -> uvicorn.Config:
+            callback_hosts: Iterable[str] | None, limits: HttpLimits | None = None) -> uvicorn.Config:
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise InvalidConfig("TLS needs both --ssl-certfile and --ssl-keyfile")
     host, port = parse_address(address)
     # uvicorn's access log (method, path, status) goes through the process's logging; headers, and so tokens,
     # are never logged
-    return uvicorn.Config(create_app(lc, callback_hosts=callback_hosts), host=host, port=port, log_config=None, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+    return uvicorn.Config(create_app(lc, callback_hosts=callback_hosts, limits=limits), host=host, port=port,
+                          log_config=None, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                           timeout_graceful_shutdown=10, lifespan="off")
 
 
@@ -71,8 +76,8 @@ class HttpServer:
     """uvicorn in a background thread; ``start`` returns once it listens (or raises OSError)."""
 
     def __init__(self, lc, address: str, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
-                 callback_hosts: Iterable[str] | None = None) -> None:
-        self.server = uvicorn.Server(_config(lc, address, ssl_certfile, ssl_keyfile, callback_hosts))
+                 callback_hosts: Iterable[str] | None = None, limits: HttpLimits | None = None) -> None:
+        self.server = uvicorn.Server(_config(lc, address, ssl_certfile, ssl_keyfile, callback_hosts, limits))
         self.thread: threading.Thread | None = None
 
     @property
@@ -102,9 +107,10 @@ class HttpServer:
             self.thread.join(timeout=15)
 
 
-def serve_forever(lc, address: str, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> int:
+def serve_forever(lc, address: str, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+                  limits: HttpLimits | None = None) -> int:
     """Serve in the foreground until SIGTERM/SIGINT (uvicorn's own handlers); returns 0."""
-    server = uvicorn.Server(_config(lc, address, ssl_certfile, ssl_keyfile, None))
+    server = uvicorn.Server(_config(lc, address, ssl_certfile, ssl_keyfile, None, limits))
     server.run()
     if not server.started:
         raise OSError(f"the HTTP server could not listen on {address}")

@@ -26,11 +26,11 @@ from lifecycle import erasure as erasures
 from lifecycle.errors import InvalidRequest, RequestNotCancellable, UnknownRequest
 from lifecycle.http.auth import require
 from lifecycle.store.erasures import Erasure, Erasures
+from lifecycle.store.outbox import API_VERSION, OPENDSR_KEY, opendsr_status
 
-API_VERSION = "0.1"
 REQUEST_TYPES = ("erasure",)
 IDENTITY_TYPES = ("controller_customer_id", "email")
-KEY_PREFIX = "opendsr:"
+KEY_PREFIX = OPENDSR_KEY  # an OpenDSR request's erasure has idempotency key KEY_PREFIX + its id
 
 router = APIRouter(tags=["OpenDSR"])
 
@@ -65,11 +65,6 @@ def signed(request: Request, body: dict[str, Any], status: int = 200) -> Respons
                              "X-OpenGDPR-Processor-Domain": request.url.hostname or ""})
 
 
-def opendsr_status(e: Erasure) -> str:
-    # OpenDSR knows no failed state: a failed per-model forget awaits an operator, so it is still in progress
-    return "in_progress" if e.status == "failed" else e.status
-
-
 @router.get("/discovery")
 def discovery(request: Request) -> Response:
     """What this processor supports, and where its public key is."""
@@ -81,6 +76,8 @@ def discovery(request: Request) -> Response:
         "processor_certificate": f"{base}/v1/public-key",
         "processor_signature_algorithm": "ed25519",
         "supported_status_callback_hosts": sorted(request.app.state.callback_hosts),
+        "callback_signature": "X-OpenGDPR-Signature: base64 Ed25519 signature over the exact callback body; "
+                              f"verify with the key at {base}/v1/public-key",
     })
 
 
@@ -112,7 +109,7 @@ def submit(body: OpenDsrRequest, request: Request, token=Depends(require("erasur
         "received_time": _time(e.received_at),
         "expected_completion_time": _time(e.due_at),
         "encoded_request": base64.b64encode(raw).decode(),
-        "request_status": opendsr_status(e),
+        "request_status": opendsr_status(e.status),
         "api_version": API_VERSION,
         "erasure_id": e.id,
     }, 201)
@@ -133,7 +130,7 @@ def status(subject_request_id: str, request: Request,
     e = _find(request, subject_request_id)
     return signed(request, {
         "subject_request_id": subject_request_id,
-        "request_status": opendsr_status(e),
+        "request_status": opendsr_status(e.status),
         "lifecycle_status": e.status,
         "received_time": _time(e.received_at),
         "expected_completion_time": _time(e.due_at),
@@ -149,8 +146,8 @@ def cancel(subject_request_id: str, request: Request, token=Depends(require("era
     """Cancel a pending erasure request (409 once one of its forgets started)."""
     e = _find(request, subject_request_id)
     if e.status != "pending":
-        raise RequestNotCancellable(f"OpenDSR request {subject_request_id} is {opendsr_status(e)}; only pending "
-                                    "requests can be cancelled")
+        raise RequestNotCancellable(f"OpenDSR request {subject_request_id} is {opendsr_status(e.status)}; only "
+                                    "pending requests can be cancelled")
     cancelled = erasures.cancel(request.app.state.lc, e.id)
     return signed(request, {"subject_request_id": subject_request_id, "received_time": _time(dt.datetime.now(
         dt.timezone.utc)), "request_status": cancelled.status, "api_version": API_VERSION}, 202)

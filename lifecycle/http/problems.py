@@ -67,7 +67,7 @@ def problem(status: int, error: str, detail: str, instance: str | None = None, t
 
 
 class HttpProblem(Exception):
-    """An error of the HTTP layer itself (authentication, scope, body too large)."""
+    """An error of the HTTP layer itself (authentication, scope, rate limit)."""
 
     def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)

@@ -1,16 +1,30 @@
-"""The project's own endpoints under ``/v1`` (JSON; errors as RFC 9457 problems)."""
+"""The project's own endpoints under ``/v1`` (JSON; errors as RFC 9457 problems).
+
+Reads need the ``read`` scope; a learn ``learn:submit``, a forget
+``erasure:submit``, a prediction ``predict``. What a request submits is
+checked by the Python API before anything is written, so a bad one is a
+typed problem and leaves the ledger as it was. Learns and forgets record
+the submitting token's id in their ``submitted`` audit event.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
+import json
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 
 from lifecycle import erasure as erasures
+from lifecycle.errors import InvalidRequest, NotReady, StorageFault
+from lifecycle.http import uploads
 from lifecycle.http.auth import require
 from lifecycle.http.opendsr import _allowed_callbacks
 
@@ -117,3 +131,132 @@ def erasure(erasure_id: str, request: Request, token=Depends(require("read", "er
 @router.delete("/erasures/{erasure_id}")
 def erasure_cancel(erasure_id: str, request: Request, token=Depends(require("erasure:submit"))) -> dict[str, Any]:
     return erasure_json(erasures.cancel(request.app.state.lc, erasure_id))
+
+
+# ---- submitting and predicting --------------------------------------------------------------
+
+
+class ForgetBody(BaseModel):
+    """Exactly one of ``task``, ``samples``, ``subject``."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str | None = None
+    samples: list[str] | None = None
+    subject: str | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+    idempotency_key: str | None = None
+    due_at: dt.datetime | None = None
+
+
+def _submitted(req) -> Response:
+    """202 with the queued request, where to follow it in ``Location``."""
+    body = json.dumps(plain(req)).encode()
+    return Response(body, status_code=202, media_type="application/json",
+                    headers={"Location": f"/v1/requests/{req.id}"})
+
+
+_BINARY = {"type": "string", "format": "binary"}
+_LEARN_BODY = {"required": True, "content": {
+    "application/octet-stream": {"schema": _BINARY},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": _BINARY, **{f: {"type": "string"} for f in uploads.FORM_FIELDS}}}}}}
+_PREDICT_BODY = {"required": True, "content": {
+    "application/octet-stream": {"schema": _BINARY},
+    "application/json": {"schema": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}}}
+
+
+@router.post("/models/{name}/learn", status_code=202, response_class=Response,
+             responses={202: {"content": {"application/json": {}}}}, openapi_extra={"requestBody": _LEARN_BODY})
+async def learn(name: str, request: Request, task: str | None = None, idempotency_key: str | None = None,
+                reason: str | None = None, requested_by: str | None = None,
+                token=Depends(require("learn:submit"))) -> Response:
+    """Queue a learn from an ``.npz`` with arrays ``x``, ``y``, ``ids`` (strings) and optionally
+    ``subjects`` (strings, "" for none), ``probe_x`` and ``probe_y``: the raw body, or the ``file``
+    part of a multipart form whose other fields may carry ``task``, ``idempotency_key``, ``reason``
+    and ``requested_by`` (else the query does). Bodies over the service's limit are 413."""
+    lc = request.app.state.lc
+    await run_in_threadpool(lc.model, name)  # an unknown model is 404 before the body is read
+    upload = uploads.learn_upload(await request.body(), request.headers.get("content-type"),
+                                  request.app.state.max_body)
+    query = {"task": task, "idempotency_key": idempotency_key, "reason": reason, "requested_by": requested_by}
+    given = {}
+    for field, value in query.items():
+        sent = upload.fields.get(field)
+        if value is not None and sent is not None and value != sent:
+            raise InvalidRequest(f"{field} is given twice, in the query and the form, with different values")
+        given[field] = sent if sent is not None else value
+    if given["task"] is None:
+        raise InvalidRequest("a learn needs its task: ?task=NAME, or a 'task' field of the form")
+    a = upload.arrays
+    if ("probe_x" in a) != ("probe_y" in a):
+        raise InvalidRequest("a probe set needs both probe_x and probe_y in the .npz")
+    probe = (a["probe_x"], a["probe_y"]) if "probe_x" in a else None
+    subjects = None if "subjects" not in a else [s or None for s in a["subjects"].tolist()]
+    req = await run_in_threadpool(partial(
+        lc.learn, name, task=given["task"], X=a["x"], y=a["y"], sample_ids=a["ids"].tolist(), subjects=subjects,
+        probe=probe, idempotency_key=given["idempotency_key"], reason=given["reason"],
+        requested_by=given["requested_by"], token_id=token.id))
+    return _submitted(req)
+
+
+@router.post("/models/{name}/forget", status_code=202, response_class=Response,
+             responses={202: {"content": {"application/json": {}}}})
+def forget(name: str, body: ForgetBody, request: Request, token=Depends(require("erasure:submit"))) -> Response:
+    """Queue a forget of a task, a list of sample ids, or a subject (see ``Lifecycle.forget``)."""
+    req = request.app.state.lc.forget(name, task=body.task, samples=body.samples, subject=body.subject,
+                                      reason=body.reason, requested_by=body.requested_by,
+                                      idempotency_key=body.idempotency_key, due_at=body.due_at, token_id=token.id)
+    return _submitted(req)
+
+
+@router.post("/models/{name}/predict", openapi_extra={"requestBody": _PREDICT_BODY})
+async def predict(name: str, request: Request, task: str | None = None,
+                  token=Depends(require("predict"))) -> dict[str, Any]:
+    """Predicted labels of the rows of an ``.npy`` body, or of a JSON list of rows
+    (or ``{"x": rows, "task": name}``)."""
+    lc = request.app.state.lc
+    await run_in_threadpool(lc.model, name)
+    X, named = uploads.predict_input(await request.body(), request.headers.get("content-type"),
+                                     request.app.state.max_body)
+    if task is not None and named is not None and task != named:
+        raise InvalidRequest("task is given twice, in the query and the body, with different values")
+    labels = await run_in_threadpool(partial(lc.predict, name, X, task=task or named))
+    return {"model": name, "labels": labels.tolist()}
+
+
+# ---- reports ----------------------------------------------------------------------------------
+
+
+@router.get("/models/{name}/reports/latest", response_class=Response,
+            responses={200: {"content": {"application/json": {}, "text/html": {}}}})
+def latest_report(name: str, request: Request, format: str = "json", token=Depends(READ)) -> Response:
+    """The latest relapse report the service wrote for the model (``lifecycle serve --reports``): its
+    JSON (``?format=json``, the default) or its page (``?format=html``), byte for byte as written; the
+    ``X-Report-SHA256`` header is the digest the ledger recorded for it."""
+    if format not in ("json", "html"):
+        raise InvalidRequest(f"format is json or html, not {format!r}")
+    lc = request.app.state.lc
+    reports = lc.ledger.reports(lc.model(name).id)
+    if not reports:
+        raise NotReady(f"no relapse report of model {name!r} has been written yet (lifecycle serve --reports DIR "
+                       f"writes them on a schedule)")
+    report = reports[-1]
+    path = Path(report.html_path)
+    path, recorded = (path, report.html_sha256) if format == "html" else (path.with_suffix(".json"),
+                                                                         report.json_sha256)
+    try:
+        content = path.read_bytes()
+    except OSError:
+        raise StorageFault(f"the latest relapse report of model {name!r} (written {report.written_at.isoformat()}) "
+                           "is gone from the reports folder; the service writes the next one on its schedule") \
+            from None
+    if hashlib.sha256(content).hexdigest() != recorded:
+        raise StorageFault(f"the latest relapse report of model {name!r} was altered after it was written (its "
+                           "sha256 differs from the one the ledger recorded)")
+    media = "text/html; charset=utf-8" if format == "html" else "application/json"
+    return Response(content, media_type=media, headers={
+        "X-Report-SHA256": recorded, "X-Report-Version": str(report.model_version),
+        "X-Report-Written-At": report.written_at.astimezone(dt.timezone.utc).isoformat(),
+        # the page is self-contained: nothing it loads comes from elsewhere
+        "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'"})

@@ -186,7 +186,8 @@ def test_v1_endpoints_and_every_error_as_a_problem(served):
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     paths = http.get("/openapi.json").json()["paths"]
     assert {"/discovery", "/opengdpr_requests", "/opengdpr_requests/{subject_request_id}", "/v1/models",
-            "/v1/erasures"} <= set(paths)
+            "/v1/erasures", "/v1/models/{name}/learn", "/v1/models/{name}/forget", "/v1/models/{name}/predict",
+            "/v1/models/{name}/reports/latest"} <= set(paths)
 
 
 def _subclasses(cls):
