@@ -52,13 +52,12 @@ def erase(lc: Lifecycle, *, subject: str, reason: str | None, requested_by: str 
             return erasure_hash
         return lc.ids.legacy_subject(hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest())
 
-    task_unit = [m.id for m in lc.models() if strategies.get(m.strategy).tags.forget_unit == "task"]
     payload = payload_sha(kind="erasure", subject=erasure_hash, due_days=float(due_days), callbacks=callbacks)
     try:
         return Erasures(lc.ledger).submit(
             subject_digest=subject_digest, erasure_hash=erasure_hash, payload_sha=payload,
-            forget_sha=lambda target: payload_sha(kind=RequestKind.FORGET, target=target), task_unit_models=task_unit,
-            due_days=float(due_days), requested_by=requested_by, reason=reason, token_id=token_id,
+            forget_sha=lambda target: payload_sha(kind=RequestKind.FORGET, target=target),
+            forgets_tasks_only=_forgets_tasks_only, due_days=float(due_days), requested_by=requested_by, reason=reason, token_id=token_id,
             idempotency_key=key, callbacks=callbacks)
     except Refused as exc:
         raise UnsupportedForgetUnit(
@@ -68,6 +67,10 @@ def erase(lc: Lifecycle, *, subject: str, reason: str | None, requested_by: str 
     except KeyReused as exc:
         raise IdempotencyConflict(f"idempotency key {key!r} was used for erasure {exc.erasure_id} with another "
                                   "subject or settings") from None
+
+
+def _forgets_tasks_only(strategy: str) -> bool:
+    return strategies.get(strategy).tags.forget_unit == "task"
 
 
 def callback_urls(urls: Any) -> list[str]:

@@ -34,10 +34,11 @@ from lifecycle.store.schema import (
     SampleRow,
     TombstoneRow,
 )
-from lifecycle.store.writes import append_event, lock_model
+from lifecycle.store.writes import append_event
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "pending", "in_progress", "completed", "failed", "cancelled"
 DONE = (COMPLETED, CANCELLED)
+HELD = (SampleStatus.PENDING, SampleStatus.ACTIVE)  # a subject's samples an erasure must forget
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,13 @@ class Erasures:
         return self.ledger._begin()
 
     def submit(self, *, subject_digest: Callable[[str | None], str], erasure_hash: str, payload_sha: str,
-               forget_sha: Callable[[dict[str, Any]], str], task_unit_models: Iterable[int], due_days: float,
+               forget_sha: Callable[[dict[str, Any]], str], forgets_tasks_only: Callable[[str], bool], due_days: float,
                requested_by: str | None, reason: str | None, token_id: str | None, idempotency_key: str | None,
                callbacks: list[str]) -> tuple[Erasure, bool]:
         """Queue the erasure and its forgets; returns it and whether it is new
         (False: the idempotency key named an earlier erasure of the same payload)."""
         from lifecycle.store.ledger import _request_digests  # the request digests every submit records
 
-        task_unit = set(task_unit_models)
         with self._begin() as s:
             if idempotency_key is not None:
                 prior = s.scalar(select(ErasureRow).where(ErasureRow.idempotency_key == idempotency_key))
@@ -122,15 +122,16 @@ class Erasures:
             s.add(row)
             s.flush()
             refused, queued = [], 0
-            # models in id order: every erasure locks them in the same order, so two never deadlock
-            for model_id in list(s.scalars(select(ModelRow.id).order_by(ModelRow.id))):
-                locked = lock_model(s, model_id)
-                digest = subject_digest(locked.subject_salt)
-                held = s.scalar(select(func.count()).select_from(SampleRow).where(
-                    SampleRow.model_id == model_id, SampleRow.subject_hash == digest,
-                    SampleRow.status.in_([SampleStatus.PENDING, SampleStatus.ACTIVE])))
-                tombstoned = s.scalar(select(func.count()).select_from(TombstoneRow).where(
-                    TombstoneRow.model_id == model_id, TombstoneRow.subject_hash == digest))
+            # every model locked in one statement, in id order: two erasures never deadlock; then what each
+            # holds of the subject, read for all models at once (no write in between, so nothing is flushed)
+            models = list(s.scalars(select(ModelRow).order_by(ModelRow.id).with_for_update(key_share=True)))
+            digests = {m.id: subject_digest(m.subject_salt) for m in models}
+            held_by = _counts(s, SampleRow, digests, SampleRow.status.in_(HELD))
+            tombstoned_by = _counts(s, TombstoneRow, digests)
+            open_forgets = _open_forgets(s, [m for m in digests if held_by.get(m)])
+            for locked in models:
+                model_id, digest = locked.id, digests[locked.id]
+                held, tombstoned = held_by.get(model_id, 0), tombstoned_by.get(model_id, 0)
                 link = {"erasure": row.id, "token": token_id}
                 if not held:
                     outcome = "already_forgotten" if tombstoned else "none"
@@ -139,13 +140,11 @@ class Erasures:
                     append_event(s, model_id, None, "erasure_none", locked=locked, outcome=outcome,
                                  tombstoned=tombstoned, **link)
                     continue
-                if model_id in task_unit:
+                if forgets_tasks_only(locked.strategy):
                     refused.append(locked.name)
                     continue
                 target = {"subject_hash": digest}
-                joined = next((rid for rid, t in s.execute(select(RequestRow.id, RequestRow.target).where(
-                    RequestRow.model_id == model_id, RequestRow.kind == RequestKind.FORGET,
-                    RequestRow.status.in_(OPEN)).order_by(RequestRow.seq)) if t == target), None)
+                joined = next((rid for rid, t in open_forgets.get(model_id, ()) if t == target), None)
                 if joined is None:
                     forget = RequestRow(id=str(uuid.uuid4()), model_id=model_id, kind=RequestKind.FORGET,
                                         target=target, payload_sha=forget_sha(target), payload_digest=None,
@@ -264,6 +263,27 @@ class Erasures:
         return Erasure(row.id, row.status, row.received_at, row.due_at, row.finished_at, row.requested_by,
                        row.reason, row.token_id, row.idempotency_key, tuple(row.callbacks or ()),
                        tuple(self._parts(s, row.id)))
+
+
+def _counts(s: Session, table, digests: dict[int, str], *where) -> dict[int, int]:
+    """Per model, the rows of ``table`` (samples or tombstones) under that model's digest of the subject."""
+    if not digests:
+        return {}
+    q = (select(table.model_id, table.subject_hash, func.count())
+         .where(table.model_id.in_(list(digests)), table.subject_hash.in_(set(digests.values())), *where)
+         .group_by(table.model_id, table.subject_hash))
+    return {model_id: n for model_id, digest, n in s.execute(q) if digests[model_id] == digest}
+
+
+def _open_forgets(s: Session, model_ids: list[int]) -> dict[int, list[tuple[str, Any]]]:
+    """The queued and running forgets of these models, in ledger order: (id, target)."""
+    out: dict[int, list[tuple[str, Any]]] = {}
+    if model_ids:
+        for rid, model_id, target in s.execute(select(RequestRow.id, RequestRow.model_id, RequestRow.target).where(
+                RequestRow.model_id.in_(model_ids), RequestRow.kind == RequestKind.FORGET,
+                RequestRow.status.in_(OPEN)).order_by(RequestRow.seq)):
+            out.setdefault(model_id, []).append((rid, target))
+    return out
 
 
 def _derive(parts: list[ErasurePart]) -> str:
