@@ -24,6 +24,7 @@ from lifecycle.store.queue import Queue
 from lifecycle.store.records import OPEN, RequestKind, RequestStatus, SampleStatus, TaskState
 from lifecycle.store.schema import (
     CertificateRow,
+    ErasurePartRow,
     EvaluationRow,
     EventRow,
     ModelRow,
@@ -843,6 +844,7 @@ def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
                       "chance", "relapse", "threshold", "peak_since_forget"),
         certificates=rows(CertificateRow, "request_id", "body"),
         tasks=rows(TaskRow, "name", "state", "probe_digest"),
+        erasure_parts=rows(ErasurePartRow, "erasure_id", "outcome", "request_id", "held", "tombstoned"),
     )
 
 

@@ -4,7 +4,8 @@ The chain (``store.audit``) proves the events were not altered, removed or
 slipped in. This replays them: what every request's status must be, which
 samples each learn brought and which of them a forget tombstoned, which
 versions, evaluations, findings, certificates and task states each applied
-step wrote, what a purge erased. Each table is then compared with the
+step wrote, what a purge erased, what each person's erasure recorded for the
+model. Each table is then compared with the
 replay, and the first row that disagrees is named with its table. Rows
 written before the chain carried row digests (ledgers from before 0007) are
 checked for what their events say and otherwise counted as not covered.
@@ -63,6 +64,7 @@ class Tables:
     findings: list[dict[str, Any]]
     certificates: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
+    erasure_parts: list[dict[str, Any]]
 
 
 class _Replay:
@@ -71,6 +73,7 @@ class _Replay:
         self.versions: dict[int, dict[str, Any]] = {}
         self.tasks: dict[str, _Task] = {}
         self.renamed: dict[str, str] = {}  # artifacts re-written in another format: old -> new
+        self.erasures: dict[str, dict[str, Any]] = {}  # erasure id -> what its part on this model must say
 
     def artifact(self, digest: str | None) -> str | None:
         while digest in self.renamed:
@@ -79,7 +82,13 @@ class _Replay:
 
     def apply(self, kind: str, request_id: str | None, d: dict[str, Any]) -> None:
         req = self.requests.get(request_id) if request_id else None
-        if kind == "submitted" and request_id is not None:
+        if kind in ("erasure", "erasure_none"):
+            # an erasure event records the forget it queued or joined (and how many samples it held), an
+            # erasure_none event that the model held none (and how many it had already forgotten)
+            self.erasures[d["erasure"]] = {"outcome": d["outcome"], "request_id": request_id,
+                                           "count": ("held", d["held"]) if kind == "erasure"
+                                           else ("tombstoned", d["tombstoned"])}
+        elif kind == "submitted" and request_id is not None:
             self.requests[request_id] = _Request(
                 d.get("request_kind", "learn"), digest=d.get("request"), text=d.get("text"), due_at=d.get("due_at"),
                 payload=d.get("payload"), samples=d.get("samples"))
@@ -130,7 +139,7 @@ def first_row_problem(model: str, events: list[tuple[str, str | None, dict[str, 
         replay.apply(kind, request_id, detail)
     # tombstones before samples: which samples must be forgotten is read from them
     checks = (partial(_requests, text_digest=text_digest), _tombstones, _samples, _versions, _per_version("evaluations"),
-              _per_version("findings"), _certificates, _tasks)
+              _per_version("findings"), _certificates, _tasks, _erasure_parts)
     uncovered = sum(1 for r in replay.requests.values() if r.digest is None)
     for check in checks:
         found = check(model, replay, tables)
@@ -298,6 +307,24 @@ def _tasks(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
         if row["probe_digest"] != replay.artifact(want.probe):
             return RowProblem(model, "tasks", f"task {name!r}", "its probe set is not the one its learns and purges "
                                                                 "left")
+    return None
+
+
+def _erasure_parts(model: str, replay: _Replay, t: Tables) -> RowProblem | None:
+    rows = {r["erasure_id"]: r for r in t.erasure_parts}
+    for erasure_id, want in sorted(replay.erasures.items()):
+        row = rows.get(erasure_id)
+        if row is None:
+            return RowProblem(model, "erasure_parts", f"erasure {erasure_id}", "its part is in the chain, but the "
+                                                                               "row is gone")
+        column, count = want["count"]
+        if (row["outcome"], row["request_id"], row[column]) != (want["outcome"], want["request_id"], count):
+            return RowProblem(model, "erasure_parts", f"erasure {erasure_id}", "its outcome, forget or count "
+                                                                               "differs from the chain's record")
+    for erasure_id in sorted(rows):
+        if erasure_id not in replay.erasures:
+            return RowProblem(model, "erasure_parts", f"erasure {erasure_id}", "no erasure event in the chain "
+                                                                               "wrote it")
     return None
 
 

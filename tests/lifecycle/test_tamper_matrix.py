@@ -18,6 +18,7 @@ from lifecycle.store import audit
 from lifecycle.store.records import StepResult
 from lifecycle.store.schema import (
     CertificateRow,
+    ErasurePartRow,
     EvaluationRow,
     EventRow,
     ModelRow,
@@ -58,6 +59,8 @@ def original(request, tmp_path_factory):
     lc.drain()
     lc.forget("gated", task="2-3")
     lc.drain()
+    # a person's erasure after the fact: digits records it had forgotten alice already, gated that it held none
+    lc.erase(subject="alice", reason="erasure request 2026-03", requested_by="dpo")
     assert lc.relapse("gated") and lc.ledger.audit_problems()[1] == []
     checkpoints.write_checkpoint(lc.ledger, lc.signer, folder / "checkpoints")
     lc.ledger.engine.dispose()
@@ -97,7 +100,8 @@ def digits_id(s):
 
 def forget_of(s, model="digits"):
     model_id = s.scalar(select(ModelRow.id).where(ModelRow.name == model))
-    return s.scalar(select(RequestRow).where(RequestRow.model_id == model_id, RequestRow.kind == "forget"))
+    return s.scalar(select(RequestRow).where(RequestRow.model_id == model_id, RequestRow.kind == "forget")
+                    .order_by(RequestRow.seq).limit(1))
 
 
 def edited_certificate(s):
@@ -117,7 +121,7 @@ def rolled_back_head(s):
 CASES = {
     "an event edited": ("events", lambda s: update(EventRow).where(
         EventRow.id == s.scalar(select(func.min(EventRow.id)))).values(detail={"forged": True})),
-    "the last event deleted, the head rolled back": ("model_versions", rolled_back_head),
+    "the last event deleted, the head rolled back": ("erasure_parts", rolled_back_head),  # the erasure's record
     "a failed request flipped to applied": ("requests", lambda s: update(RequestRow).where(
         RequestRow.status == "failed").values(status="applied")),
     "a request's reason rewritten": ("requests", lambda s: update(RequestRow).where(
@@ -146,6 +150,10 @@ CASES = {
         EvaluationRow.version == 2).values(accuracy=0.123)),
     "an evaluation deleted": ("evaluations", lambda s: delete(EvaluationRow).where(EvaluationRow.version == 1)),
     "a relapse finding deleted": ("relapse_findings", lambda s: delete(RelapseFindingRow)),
+    "an erasure's record of a model deleted": ("erasure_parts", lambda s: delete(ErasurePartRow).where(
+        ErasurePartRow.model_id == digits_id(s))),
+    "an erasure's record rewritten to 'held none'": ("erasure_parts", lambda s: update(ErasurePartRow).where(
+        ErasurePartRow.outcome == "already_forgotten").values(outcome="none", tombstoned=0)),
     "a forgotten task set back to learned": ("tasks", lambda s: update(TaskRow).where(
         TaskRow.state == "forgotten").values(state="learned")),
 }
