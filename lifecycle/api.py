@@ -69,7 +69,6 @@ from lifecycle.store.records import (
 
 DEFAULT_URL = "sqlite:///lifecycle.db"
 PROBE_POLICIES = ("keep", "purge")
-REDACTABLE = ("reason", "requested_by")
 # a submit writes its files before it commits their rows: the sweep spares files younger than this
 SWEEP_GRACE_SECONDS = 3600.0
 
@@ -695,10 +694,7 @@ class Lifecycle:
         request_id = self.status(request_id).id
         validation.name(why, "why")
         requested_by = validation.optional_text(requested_by, "requested_by", 200)
-        unknown = set(fields) - set(REDACTABLE)
-        if not fields or unknown:
-            raise InvalidRequest(f"fields must be some of {', '.join(REDACTABLE)}, not {sorted(unknown) or 'none'}")
-        return self.ledger.redact(request_id, sorted(set(fields)), why, requested_by)
+        return self.ledger.redact(request_id, validation.redactable(fields), why, requested_by)
 
     # ---- following requests ------------------------------------------------
 
@@ -934,6 +930,12 @@ class Lifecycle:
         """Erasures, oldest first (statuses: pending, in_progress, completed, failed, cancelled)."""
         from lifecycle import erasure
         return erasure.erasures(self, statuses)
+
+    def redact_erasure(self, erasure_id: str, *, fields: tuple[str, ...] = ("reason",), why: str,
+                       requested_by: str | None = None):
+        """Erase free text (``reason``, ``requested_by``) from an erasure and the forgets it queued. Audited."""
+        from lifecycle import erasure
+        return erasure.redact(self, erasure_id, fields, why, requested_by)
 
     def cancel_erasure(self, erasure_id: str):
         """Cancel a pending erasure and the forgets it queued; ``RequestNotCancellable`` once one started."""

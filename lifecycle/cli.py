@@ -277,14 +277,21 @@ def repair(model: str = typer.Argument(..., help="A model whose stored state, da
 
 
 @app.command()
-def redact(request_id: str = typer.Argument(..., help="A request whose free text must go."),
+def redact(request_id: str = typer.Argument(..., help="A request (or with --erasure, an erasure) whose free "
+                                                     "text must go."),
            field: list[str] = typer.Option(["reason"], help="reason and/or requested_by (repeatable)."),
            why: str = typer.Option(..., help="Why (audited)."),
            requested_by: Optional[str] = typer.Option(None, help="Who decided."),
+           erasure: bool = typer.Option(False, "--erasure", help="The id is a person's erasure: redact it and the "
+                                                                 "forgets it queued."),
            db: Optional[str] = DbOpt):
-    """Erase free text from a request (audited; the audit chain still verifies)."""
-    req = _connect(db).redact(request_id, fields=tuple(field), why=why, requested_by=requested_by)
-    console.print(f"{req.id}: {', '.join(sorted(set(field)))} redacted")
+    """Erase free text from a request or an erasure (audited; the audit chain still verifies)."""
+    lc = _connect(db)
+    if erasure:
+        done = lc.redact_erasure(request_id, fields=tuple(field), why=why, requested_by=requested_by)
+    else:
+        done = lc.redact(request_id, fields=tuple(field), why=why, requested_by=requested_by)
+    console.print(f"{done.id}: {', '.join(sorted(set(field)))} redacted")
 
 
 @app.command()

@@ -144,6 +144,13 @@ def cancel(lc: Lifecycle, erasure_id: str) -> Erasure:
     return cancelled
 
 
+def redact(lc: Lifecycle, erasure_id: str, fields: tuple[str, ...], why: str, requested_by: str | None) -> Erasure:
+    fields = validation.redactable(fields)
+    validation.name(why, "why")
+    requested_by = validation.optional_text(requested_by, "requested_by", 200)
+    return Erasures(lc.ledger).redact(erasure(lc, erasure_id).id, fields, why, requested_by)
+
+
 # ---- API tokens -------------------------------------------------------------
 
 

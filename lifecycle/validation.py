@@ -14,6 +14,8 @@ import numpy as np
 from lifecycle.errors import DuplicateSampleIds, InvalidRequest, RequestTooLarge
 
 MAX_NAME = 200
+# the free text of a request or an erasure that can be erased after the fact
+REDACTABLE = ("reason", "requested_by")
 # Limits of one request: rows, and bytes of its features as float32 (rows x n_features x 4).
 MAX_BATCH = 1_000_000
 MAX_REQUEST_BYTES = 4 * 1024**3
@@ -31,6 +33,13 @@ def name(value: object, what: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise InvalidRequest(f"{what} contains control or surrogate characters: {value!r}")
     return value
+
+
+def redactable(fields: object) -> list[str]:
+    if isinstance(fields, str) or not isinstance(fields, (list, tuple, set, frozenset)) or not fields \
+            or not set(fields) <= set(REDACTABLE):
+        raise InvalidRequest(f"fields must be some of {', '.join(REDACTABLE)}, not {fields!r}")
+    return sorted(set(fields))
 
 
 def optional_text(value: object, what: str, limit: int = 10_000) -> str | None:

@@ -245,6 +245,27 @@ class Erasures:
             s.flush()
             return self._record(s, row)
 
+    def redact(self, erasure_id: str, fields: list[str], why: str, by: str | None) -> Erasure | None:
+        """Erase free text (``reason``, ``requested_by``) from an erasure and
+        from the forgets it queued, which were given the same text; each
+        forget's chain records the redaction. None when unknown."""
+        with self._begin() as s:
+            row = s.scalar(select(ErasureRow).where(ErasureRow.id == erasure_id).with_for_update())
+            if row is None:
+                return None
+            for name in fields:
+                setattr(row, name, None)
+            queued = s.scalars(select(ErasurePartRow.request_id).where(
+                ErasurePartRow.erasure_id == row.id, ErasurePartRow.outcome == "forget")).all()
+            for forget in s.scalars(select(RequestRow).where(RequestRow.id.in_(queued)).order_by(RequestRow.model_id)
+                                    .with_for_update()).all():
+                for name in fields:
+                    setattr(forget, name, None)
+                append_event(s, forget.model_id, forget.id, "redacted", fields=sorted(fields), why=why, by=by,
+                             erasure=row.id)
+            s.flush()
+            return self._record(s, row)
+
     # ---- reading ---------------------------------------------------------------
 
     def _parts(self, s: Session, erasure_id: str) -> list[ErasurePart]:

@@ -151,3 +151,23 @@ def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, 
     lc.drain()
     assert [lc.erasure(e.id).status for e in results] == ["completed", "completed"]
     _audit_clean(lc)
+
+
+def test_an_erasures_free_text_is_redacted_with_its_forgets_and_the_audit_still_holds(lc):
+    _three_models(lc)
+    e = lc.erase(subject="alice", reason="Alice Example phoned on 3 March", requested_by="Alice's manager")
+    joined = lc.forget("b", subject="carol", reason="carol's own request")
+    other = lc.erase(subject="carol", reason="kept")  # joins carol's forget on b: not its text to redact
+    forget = {p.model: p for p in e.parts}["a"].request_id
+    with pytest.raises(InvalidRequest, match="fields must be some of"):
+        lc.redact_erasure(e.id, fields=("subject_hash",), why="no")
+    assert lc.erasure(e.id).reason == "Alice Example phoned on 3 March"  # a refused redaction changed nothing
+    done = lc.redact_erasure(e.id[:8], fields=("reason", "requested_by"), why="a name in the reason",
+                             requested_by="dpo")
+    assert (done.reason, done.requested_by) == (None, None)
+    assert (lc.status(forget).reason, lc.status(forget).requested_by) == (None, None)
+    assert [ev.detail["erasure"] for ev in lc.events("a") if ev.kind == "redacted"] == [e.id]
+    assert lc.status(joined.id).reason == "carol's own request" and lc.erasure(other.id).reason == "kept"
+    _audit_clean(lc)
+    lc.drain()
+    _audit_clean(lc)
