@@ -15,7 +15,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -25,12 +24,12 @@ from sqlalchemy.exc import IntegrityError
 import lifecycle
 from lifecycle.callbacks import Deliverer, DeliveryPolicy
 from lifecycle.errors import InvalidConfig, InvalidRequest
-from lifecycle.http.app import HttpServer
 from lifecycle.service import Service
 from lifecycle.store.outbox import Outbox
 from lifecycle.store.records import DeliveryState
 from tests.data import alternating_subjects, digits_tasks, learn_task, make_model
 from tests.helpers import start_worker, wait_for
+from tests.http.support import served as serving
 
 LOOPBACK = {"127.0.0.1"}
 
@@ -107,14 +106,8 @@ class Receiver:
 
 @pytest.fixture
 def served(lc):
-    server = HttpServer(lc, "127.0.0.1:0", callback_hosts=sorted(LOOPBACK))
-    server.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client:
-            yield lc, client
-    finally:
-        server.stop()
-    assert not server.thread.is_alive()
+    with serving(lc) as client:
+        yield lc, client
 
 
 def verify(body: bytes, headers: dict[str, str], public_pem: bytes) -> None:

@@ -15,25 +15,16 @@ from cryptography.hazmat.primitives import serialization
 from lifecycle import errors as lifecycle_errors
 from lifecycle import signing
 from lifecycle.errors import LifecycleError
-from lifecycle.http.app import HttpServer
 from lifecycle.http.problems import status_of
 from tests.data import alternating_subjects, digits_tasks, learn_task, make_model
+from tests.http.support import bearer, is_problem
+from tests.http.support import served as serving
 
 
 @pytest.fixture
 def served(lc):
-    server = HttpServer(lc, "127.0.0.1:0", callback_hosts=["127.0.0.1"])
-    server.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client:
-            yield lc, client
-    finally:
-        server.stop()
-    assert not server.thread.is_alive()
-
-
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
+    with serving(lc) as client:
+        yield lc, client
 
 
 def tokens(lc) -> dict[str, str]:
@@ -46,15 +37,6 @@ def tokens(lc) -> dict[str, str]:
 def verify_signed(response: httpx.Response, public_pem: bytes) -> None:
     key = serialization.load_pem_public_key(public_pem)
     key.verify(base64.b64decode(response.headers["X-OpenGDPR-Signature"]), response.content)
-
-
-def is_problem(response: httpx.Response, status: int, error: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["error"] == error and body["type"].endswith(error)
-    assert body["detail"] and "Traceback" not in response.text
-    return body
 
 
 def opendsr_body(subject: str, request_id: str | None = None, **extra) -> dict:
