@@ -42,6 +42,7 @@ import httpx
 import numpy as np
 
 import lifecycle
+from bench.queue_load import stop_processes
 from lifecycle.testing.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,13 +227,7 @@ def run(server: PostgresServer, *, clients: int, seconds: float, workers: int, m
             time.sleep(0.5)
         time.sleep(2.0)  # a duplicate delivery, if any were coming, has time to land
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         receiver.stop()
     return _check(lc, out, receiver, expected, clients, elapsed)
 

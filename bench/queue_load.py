@@ -73,6 +73,17 @@ def retrying(call, patience: float = 120.0):
             time.sleep(0.1)
 
 
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each, then wait a minute for each to finish its step before killing it."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def start_worker(url: str, artifacts: Path, lease: float, claim_batch: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "lifecycle.cli", "serve", "--db", url, "--artifacts", str(artifacts),
@@ -153,13 +164,7 @@ def run(server: PostgresServer, *, phase: str, requests: int, models: int, worke
                 raise TimeoutError("the queue did not drain within an hour")
             progress(f"{phase}: {len(submitted)}/{requests} submitted, {open_count} open, {kills} kills")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
     wall = time.monotonic() - started
     return _check(lc, phase, submitted, requests, workers, kills, restarts, wall)
 
