@@ -40,11 +40,12 @@ from bench.baselines import BASELINES, run_avalanche
 from bench.figures import plot
 from bench.reference import MlpSettings, fit_jointly
 from bench.results import BenchRow, rich_table, row, to_markdown
-from bench.runners import REFERENCE, Run, run_reference, run_strategy
+from bench.runners import REFERENCE, Run, StrategyRun, run_reference, run_strategy, run_strategy_job
 from bench.sequence import parse_sequence
 from bench.streams import STREAMS, load_stream
 from lifecycle import strategies as registry
 from lifecycle.report import jsonable
+from lifecycle.strategies.executor import Executor
 
 N_TASKS = 5
 
@@ -75,6 +76,7 @@ def run_bench(
     progress: bool = True,
     console=None,
     threads: int | None = 1,
+    executor: Executor | None = None,
 ) -> BenchResult:
     """Run ``sequence`` on ``stream`` through the strategies (names, or ``"all"``), the
     ``baselines`` and the reference, for ``seeds`` seeds; print the table and write
@@ -88,6 +90,9 @@ def run_bench(
     bench runs (None leaves them be): on a busy machine, OpenMP threads
     spinning over these small networks turned a 0.08 s fit into 16 s, and
     timings that depend on the neighbours' load compare nothing.
+    ``executor`` (e.g. a ``RayExecutor``) runs the strategies' (strategy,
+    seed) runs as its jobs, spread over its workers, once every seed's
+    reference and baselines ran here; None runs them here, in turn.
     """
     from rich.console import Console
 
@@ -111,6 +116,7 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
 
     runs: list[Run] = []
+    spread: list[StrategyRun] = []  # the strategy runs left to the executor
     methods = [REFERENCE, *baselines, *names]
     with _threads(threads), _progress(console, progress) as bar:
         _warm_up(mlp)
@@ -127,7 +133,14 @@ def run_bench(
                 runs.append(run_avalanche(name, tasks, ops, seed, mlp, reference, step))
             for name in names:
                 config = _config(name, seed, quick, (configs or {}).get(name))
-                runs.append(run_strategy(name, config, tasks, ops, seed, reference, step))
+                if executor is None:
+                    runs.append(run_strategy(name, config, tasks, ops, seed, reference, step))
+                else:
+                    spread.append(StrategyRun(name, config, tuple(tasks), tuple(ops), seed, reference))
+        if spread:
+            bar.update(job, description=f"{len(spread)} strategy runs on {executor!r}")
+            runs.extend(executor.map(run_strategy_job, spread))
+            bar.update(job, advance=len(spread) * len(ops))
 
     rows = tuple(row(method, [r for r in runs if r.method == method]) for method in methods)
     markdown = to_markdown(rows, stream, sequence, seeds, quick)

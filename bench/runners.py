@@ -132,6 +132,23 @@ def run_strategy(name: str, config: dict, tasks: list[StreamTask], ops: Sequence
     )
 
 
+@dataclass(frozen=True)
+class StrategyRun:
+    """One ``run_strategy`` as a job an executor may run in another process (``run_strategy_job``)."""
+
+    name: str
+    config: dict
+    tasks: tuple[StreamTask, ...]
+    ops: tuple[Op, ...]
+    seed: int
+    reference: TorchClassifier
+
+
+def run_strategy_job(job: StrategyRun) -> Run:
+    """``run_strategy`` without a progress callback: what a Ray task runs."""
+    return run_strategy(job.name, job.config, list(job.tasks), job.ops, job.seed, job.reference, lambda *_: None)
+
+
 # ---- the retrain reference ---------------------------------------------------------------------
 
 

@@ -172,6 +172,13 @@ def certificate_public_key(key: Optional[Path] = typer.Option(None, help="Privat
     print(pem.decode(), end="")
 
 
+ExecutorOpt = typer.Option("local", help="Where the jobs inside one step run: local (this process) or ray "
+                                          "(a Ray cluster, see --ray-address).")
+RayAddressOpt = typer.Option(None, envvar="RAY_ADDRESS", help="With --executor ray: the cluster, as ray.init takes "
+                                                              "it (host:port, auto, ray://host:port); none starts "
+                                                              "a local Ray instance.")
+
+
 @app.command()
 def serve(
     db: Optional[str] = DbOpt,
@@ -182,6 +189,8 @@ def serve(
     max_attempts: int = typer.Option(5, help="Lease expiries after which a request is failed."),
     claim_batch: int = typer.Option(1, min=1, help="Requests claimed at once (one per model), applied in turn "
                                                    "and committed together; raise it when steps are cheap."),
+    executor: str = ExecutorOpt,
+    ray_address: Optional[str] = RayAddressOpt,
     summary_interval: float = typer.Option(300.0, help="Seconds between relapse summaries."),
     grace_seconds: float = typer.Option(30.0, help="On SIGTERM, how long the current step may finish."),
     reports: Optional[str] = typer.Option(None, help="Folder for relapse-summary.json and the periodic "
@@ -203,20 +212,40 @@ def serve(
                                                             "docs at /docs) on HOST:PORT."),
     ssl_certfile: Optional[str] = typer.Option(None, help="TLS certificate (PEM) for --http."),
     ssl_keyfile: Optional[str] = typer.Option(None, help="TLS private key (PEM) for --http."),
+    http_rate: Optional[str] = typer.Option(None, help="Requests per second per API token, RATE or RATE/BURST "
+                                                       "(default $LIFECYCLE_HTTP_RATE, else 50/100); over it: 429."),
+    http_max_body: Optional[float] = typer.Option(None, help="Largest request body in MiB (default "
+                                                             "$LIFECYCLE_HTTP_MAX_BODY_MIB, else 256); over it: 413."),
+    callback_interval: float = typer.Option(2.0, help="Seconds between sends of due erasure status callbacks "
+                                                      "(to the hosts in $LIFECYCLE_CALLBACK_HOSTS)."),
+    callback_retry: float = typer.Option(5.0, help="Seconds before a failed callback is tried again; doubled "
+                                                   "after each failure."),
+    callback_max_retry: float = typer.Option(3600.0, help="The most seconds between two tries of a callback."),
+    callback_attempts: int = typer.Option(15, help="Tries after which a callback is given up."),
+    callback_timeout: float = typer.Option(10.0, help="Seconds a callback's receiver has to connect and answer."),
 ):
     """Drain the request queue on a schedule until SIGTERM/SIGINT."""
+    from lifecycle.ray_executor import executor_for
     from lifecycle.service import Service
 
     from lifecycle.telemetry import configure_logging
 
     configure_logging(log_level, log_format)
+    limits = None
+    if http is not None:
+        from lifecycle.http.limits import HttpLimits
+
+        limits = HttpLimits.from_env(http_rate, http_max_body)
     service = Service(_connect(db, artifacts, keys), interval=interval, lease_seconds=lease_seconds,
                       max_attempts=max_attempts, summary_interval=summary_interval, grace_seconds=grace_seconds,
                       reports_dir=reports, metrics_port=metrics_port, metrics_host=metrics_host,
                       report_interval=report_interval, report_cron=report_cron, keep_reports=keep_reports,
                       claim_batch=claim_batch, sweep_interval=sweep_interval, checkpoints_dir=checkpoints,
                       checkpoint_interval=checkpoint_interval, http=http, http_ssl_certfile=ssl_certfile,
-                      http_ssl_keyfile=ssl_keyfile)
+                      http_ssl_keyfile=ssl_keyfile, http_limits=limits, callback_interval=callback_interval,
+                      callback_first_retry=callback_retry, callback_max_retry=callback_max_retry,
+                      callback_max_attempts=callback_attempts, callback_timeout=callback_timeout,
+                      executor=executor_for(executor, ray_address))
     raise typer.Exit(service.run())
 
 
@@ -422,9 +451,14 @@ def bench(
     seeds: int = typer.Option(1, help="Seeds to average over."),
     quick: bool = typer.Option(False, help="Small settings (smoke runs and CI)."),
     threads: int = typer.Option(1, help="Torch/BLAS threads while the bench runs (0: leave as is)."),
+    executor: str = typer.Option("local", help="Where the (strategy, seed) runs go: local (here, in turn) or ray "
+                                               "(Ray tasks, see --ray-address)."),
+    ray_address: Optional[str] = RayAddressOpt,
 ):
     """Run one request sequence through every strategy (real ledger and worker), the Avalanche
     baselines and a retrain-from-scratch reference; print and write the comparison."""
+    from lifecycle.ray_executor import executor_for
+
     run_bench = _bench_harness().run_bench
 
     def names(text: str) -> list[str]:
@@ -432,7 +466,8 @@ def bench(
 
     try:
         result = run_bench(stream, sequence, "all" if strategies == "all" else names(strategies), out, seeds, quick,
-                           baselines=names(baselines), threads=threads or None)
+                           baselines=names(baselines), threads=threads or None,
+                           executor=executor_for(executor, ray_address))
     except (ValueError, KeyError) as exc:  # unknown stream, strategy or baseline, bad sequence: say which
         raise typer.BadParameter(str(exc)) from None
     console.print(f"written: {result.markdown_path}, {result.json_path}, {result.png_path}", highlight=False,
@@ -513,15 +548,21 @@ def api(http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT to 
         db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt,
         ssl_certfile: Optional[str] = typer.Option(None, help="TLS certificate (PEM) for HTTPS."),
         ssl_keyfile: Optional[str] = typer.Option(None, help="TLS private key (PEM) for HTTPS."),
+        rate: Optional[str] = typer.Option(None, help="Requests per second per API token, RATE or RATE/BURST "
+                                                      "(default $LIFECYCLE_HTTP_RATE, else 50/100); over it: 429."),
+        max_body: Optional[float] = typer.Option(None, help="Largest request body in MiB (default "
+                                                            "$LIFECYCLE_HTTP_MAX_BODY_MIB, else 256); over it: 413."),
         log_level: str = typer.Option("INFO", help="Logging level.")):
-    """Serve the HTTP API alone (OpenDSR erasures, /v1, docs at /docs), without the scheduler."""
+    """Serve the HTTP API alone (OpenDSR erasures, /v1, the dashboard, docs at /docs), without the scheduler."""
     from lifecycle.http.app import serve_forever
+    from lifecycle.http.limits import HttpLimits
 
     from lifecycle.telemetry import configure_logging
 
     configure_logging(log_level, "json")
+    limits = HttpLimits.from_env(rate, max_body)
     raise typer.Exit(serve_forever(_connect(db, artifacts, keys), http, ssl_certfile=ssl_certfile,
-                                   ssl_keyfile=ssl_keyfile))
+                                   ssl_keyfile=ssl_keyfile, limits=limits))
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from lifecycle.store.errors import ArtifactCorrupt
 from lifecycle.store.records import Model, ModelVersion, Task
 from lifecycle.strategies import inputs
 from lifecycle.strategies.base import ForgetSet, RetrainPlan, Strategy, TaskData
+from lifecycle.strategies.executor import Executor
 from lifecycle.vault import Vault
 
 # loaded encoders by (digest, device): the bytes are read and checked on every load, the module built once
@@ -108,6 +109,15 @@ class Encoded(Strategy):
         if name == "inner" or "inner" not in self.__dict__:
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    @property
+    def executor(self) -> Executor:
+        return self.inner.executor
+
+    @executor.setter
+    def executor(self, executor: Executor) -> None:
+        # the strategy behind the encoder is the one that runs jobs
+        self.inner.executor = executor
 
     # ---- encoding -------------------------------------------------------------
 

@@ -17,7 +17,9 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -25,10 +27,15 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from lifecycle.api import SWEEP_GRACE_SECONDS, Lifecycle
+from lifecycle.callbacks import Deliverer, DeliveryPolicy, callback_hosts_from_env
 from lifecycle.errors import InvalidConfig
 from lifecycle.summary import relapse_summary
 from lifecycle.telemetry import Telemetry
 from lifecycle.store.errors import LeaseLost
+from lifecycle.strategies.executor import Executor, ExecutorLost
+
+if TYPE_CHECKING:  # the HTTP stack is imported only when the service serves it
+    from lifecycle.http.limits import HttpLimits
 
 log = logging.getLogger("lifecycle.service")
 
@@ -51,6 +58,7 @@ class Service:
         report_cron: str | None = None,
         keep_reports: int = 10,
         claim_batch: int = 1,
+        executor: Executor | None = None,
         sweep_interval: float = 600.0,
         sweep_grace_seconds: float = SWEEP_GRACE_SECONDS,
         checkpoints_dir: str | os.PathLike | None = None,
@@ -58,6 +66,13 @@ class Service:
         http: str | None = None,
         http_ssl_certfile: str | None = None,
         http_ssl_keyfile: str | None = None,
+        http_limits: HttpLimits | None = None,
+        callback_hosts: Iterable[str] | None = None,
+        callback_interval: float = 2.0,
+        callback_first_retry: float = 5.0,
+        callback_max_retry: float = 3600.0,
+        callback_max_attempts: int = 15,
+        callback_timeout: float = 10.0,
     ) -> None:
         if interval <= 0 or lease_seconds <= 0 or summary_interval <= 0 or grace_seconds < 0:
             raise InvalidConfig("interval, lease_seconds and summary_interval must be positive, grace_seconds >= 0")
@@ -71,6 +86,8 @@ class Service:
                                 f"{sweep_interval} and {sweep_grace_seconds}")
         if isinstance(claim_batch, bool) or not isinstance(claim_batch, int) or claim_batch < 1:
             raise InvalidConfig(f"claim_batch must be a positive integer, not {claim_batch!r}")
+        if callback_interval <= 0:
+            raise InvalidConfig(f"callback_interval must be positive, not {callback_interval}")
         self.report_trigger = _report_trigger(report_interval, report_cron)
         self.sweep_interval = sweep_interval
         self.sweep_grace_seconds = sweep_grace_seconds
@@ -81,7 +98,7 @@ class Service:
         self.grace_seconds = grace_seconds
         self.reports_dir = Path(reports_dir) if reports_dir else None
         self.worker = lc.worker(owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts,
-                                 claim_batch=claim_batch)
+                                 claim_batch=claim_batch, executor=executor)
         self.worker.purge_after_batch = False  # the purge job does it, beside the drain
         self.checkpoints_dir = Path(checkpoints_dir) if checkpoints_dir else None
         self.checkpoint_interval = checkpoint_interval
@@ -90,12 +107,19 @@ class Service:
         self.metrics_host = metrics_host
         self.telemetry: Telemetry | None = None
         self.scheduler = None
+        # erasures' status callbacks: one allow-list for the HTTP API's submits and the deliveries
+        hosts = callback_hosts_from_env() if callback_hosts is None else {h.lower() for h in callback_hosts}
+        self.callback_interval = callback_interval
+        self.deliverer = Deliverer(lc, hosts, DeliveryPolicy(
+            first_retry=callback_first_retry, max_retry=callback_max_retry, max_attempts=callback_max_attempts,
+            timeout=callback_timeout))
         # the HTTP API beside the scheduler (lifecycle.http), built now so a bad address fails before serving
         self.http = None
         if http is not None:
             from lifecycle.http.app import HttpServer
 
-            self.http = HttpServer(lc, http, ssl_certfile=http_ssl_certfile, ssl_keyfile=http_ssl_keyfile)
+            self.http = HttpServer(lc, http, ssl_certfile=http_ssl_certfile, ssl_keyfile=http_ssl_keyfile,
+                                   callback_hosts=hosts, limits=http_limits)
 
     # ---- jobs ----------------------------------------------------------------
 
@@ -103,7 +127,10 @@ class Service:
         """Drain the queue (the scheduler never runs two ticks at once)."""
         if self.telemetry is not None:
             self.telemetry.beat()
-        self.worker.drain()
+        try:
+            self.worker.drain()
+        except ExecutorLost as exc:  # the step went back to the queue; the next tick tries again
+            log.warning("the drain stopped: %s", exc)
 
     def requeue(self) -> None:
         """Re-queue expired leases and finish purges a crash interrupted.
@@ -122,6 +149,10 @@ class Service:
         from lifecycle.erasure import refresh_all
 
         return refresh_all(self.lc)
+
+    def deliver_callbacks(self) -> list:
+        """Send the erasures' status callbacks that are due (stopping between two once the service stops)."""
+        return self.deliverer.run(stopping=self.worker.stopping)
 
     def write_checkpoint(self) -> Path:
         """Sign every chain's head into the checkpoint folder."""
@@ -188,6 +219,8 @@ class Service:
         scheduler.add_job(self.write_summary, "interval", seconds=self.summary_interval, id="relapse-summary")
         scheduler.add_job(self.sweep, "interval", seconds=self.sweep_interval, id="sweep")
         scheduler.add_job(self.refresh_erasures, "interval", seconds=max(self.interval, 5.0), id="erasures")
+        scheduler.add_job(self.deliver_callbacks, "interval", seconds=self.callback_interval, id="callbacks",
+                          next_run_time=_now())
         if self.checkpoints_dir is not None:
             scheduler.add_job(self.write_checkpoint, "interval", seconds=self.checkpoint_interval, id="checkpoint",
                               next_run_time=_now())

@@ -29,6 +29,7 @@ from lifecycle import relapse as relapse_check
 from lifecycle.loading import build_strategy, chance, load_strategy
 from lifecycle.errors import InvalidConfig
 from lifecycle.signing import Signer
+from lifecycle.strategies.executor import LOCAL, Executor, ExecutorLost
 from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
 from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
@@ -82,13 +83,17 @@ class Worker:
 
     def __init__(self, ledger: Ledger, vault: Vault, signer: Signer, *, owner: str | None = None,
                  lease_seconds: float = 60.0, max_attempts: int = 5, claim_batch: int = 1,
-                 state_cache_bytes: int | None = None, probe_cache_bytes: int | None = None) -> None:
+                 state_cache_bytes: int | None = None, probe_cache_bytes: int | None = None,
+                 executor: Executor | None = None) -> None:
         self.ledger = ledger
         self.vault = vault
         self.signer = signer
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        # Where the strategies run the independent jobs inside a step (see
+        # lifecycle.strategies.executor): in this process, or e.g. on Ray.
+        self.executor = executor or LOCAL
         # Requests claimed at once (one per model): they run one after another
         # and commit together, which pays off when steps are cheap.
         self.claim_batch = claim_batch
@@ -115,6 +120,10 @@ class Worker:
 
     def drain(self, model_id: int | None = None, max_steps: int | None = None) -> list[Request]:
         done: list[Request] = []
+        if not self.executor.ready():
+            # claim nothing: the requests stay queued, untouched, for a worker that can run them
+            log.warning("the executor %r is not available; claiming nothing", self.executor)
+            return done
         while not self.stopping.is_set() and (max_steps is None or len(done) < max_steps):
             limit = self.claim_batch if max_steps is None else min(self.claim_batch, max_steps - len(done))
             batch = self.run_batch(model_id, limit)
@@ -233,6 +242,17 @@ class Worker:
         except Rejected as exc:
             log.info("rejected: %s", exc, extra=ctx)
             return _Step(StepResult(claim, RequestStatus.REJECTED, error=str(exc) or "rejected"))
+        except ExecutorLost as exc:
+            # Nothing was applied: the strategy the step changed is dropped (it was taken out of
+            # the cache), so the request runs again from the stored state, as many times as a
+            # worker that died would have it.
+            if claim.attempt >= self.max_attempts:
+                log.error("the executor was lost in the last attempt: %s", exc, extra=ctx)
+                return _Step(StepResult(claim, RequestStatus.FAILED,
+                                        error=f"the executor was lost in each of {claim.attempt} attempts: {exc}"))
+            log.warning("the executor was lost: %s; the request goes back to the queue", exc, extra=ctx)
+            self._release([claim], f"the executor was lost: {exc}")
+            raise
         except (ArtifactCorrupt, ArtifactMissing) as exc:
             if req.kind == RequestKind.REPAIR:
                 why = f"the repair could not read what it needs: {exc}"
@@ -309,8 +329,11 @@ class Worker:
         # committed step puts it back under its new version's digest.
         cached = self._cache.pop(model.id, None)
         if cached is not None and version is not None and cached[0] == version.artifact_digest:
-            return cached[1]
-        return load_strategy(self.vault, model, version)
+            strategy = cached[1]
+        else:
+            strategy = load_strategy(self.vault, model, version)
+        strategy.executor = self.executor
+        return strategy
 
     def _learn(self, claim: Claim, strategy, context: StepContext) -> dict[str, str]:
         name = claim.request.target["task"]
@@ -345,6 +368,7 @@ class Worker:
         if not target.get("rebuild"):
             return self._strategy(model, base), []
         strategy = build_strategy(self.vault, model)  # behind its encoder, if it has one
+        strategy.executor = self.executor
         lost_files = set(target.get("lost_files", ()))
         lost, by_task = [], defaultdict(list)
         for digest, samples in self.ledger.data_files(model.id).items():

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lifecycle.strategies.executor import LOCAL, Executor
+
 
 class ForgetUnit(StrEnum):
     """The smallest thing a strategy can forget."""
@@ -163,6 +165,9 @@ class Strategy(abc.ABC):
     name: ClassVar[str]
     config_class: ClassVar[type]
     tags: ClassVar[Tags]
+    # Where the independent jobs inside one request run (see ``executor``);
+    # the worker sets it on the strategies it loads. Not part of the state.
+    executor: Executor = LOCAL
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,6 +17,11 @@ Features are built ``chunk_rows`` rows at a time. The statistics are sums over
 rows, so a refactorising request adds each chunk's phi^T phi and phi^T Y and
 never holds more than one chunk of features; the Woodbury step, which needs
 all of a request's rows at once, only takes requests of at most that many.
+The same additivity spreads a refactorising request over the strategy's
+executor: its rows split into as many blocks (of whole chunks) as the
+executor runs jobs at once, each block's sums are built as a job of their
+own, and the sums are added in block order before the one factorisation.
+With one block (the local executor) that is exactly the serial loop.
 
 A step of n samples costs about 4 n d^2 flops: the product of R with the
 feature rows, and the rank-n updates of A and of R. Keeping a Cholesky factor
@@ -28,6 +33,8 @@ the two-core bench machine (README, bench/analytic_forget.py), so R stays.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import blas, lapack
@@ -217,6 +224,12 @@ class AnalyticStrategy(Strategy):
         step = self.config.chunk_rows
         return ((start, min(n, start + step)) for start in range(0, n, step))
 
+    def _blocks(self, n: int) -> list[tuple[int, int]]:
+        """(start, stop) of at most executor.workers blocks of whole chunks, together the n > 0 rows."""
+        chunks = -(-n // self.config.chunk_rows)
+        step = -(-chunks // min(self.executor.workers, chunks)) * self.config.chunk_rows
+        return [(start, min(n, start + step)) for start in range(0, n, step)]
+
     def _woodbury_rows(self) -> int:
         """The largest request the Woodbury step takes; larger ones refactorise.
 
@@ -243,18 +256,24 @@ class AnalyticStrategy(Strategy):
         self._woodbury(Phi, Y, C, sign)
 
     def _refactorise(self, X: np.ndarray, Y: np.ndarray, sign: float) -> None:
-        """Update A and C chunk by chunk, then factorise and invert A afresh.
+        """Update A and C block by block, then factorise and invert A afresh.
 
         The statistics are sums over rows, so building the features
         chunk_rows at a time gives the same A and C (up to the order of
         floating-point additions) while holding one chunk of features at once.
-        A fresh factorisation is also free of accumulated round-off.
+        The first block starts from the current A and C, the others from
+        zero; their sums are added in block order. A fresh factorisation is
+        also free of accumulated round-off.
         """
-        A, C = self._A.copy(order="F"), self._C.copy(order="F")
-        for start, stop in self._chunks(len(X)):
-            P = self._phi(X[start:stop]).T  # column-major width x rows
-            A = blas.dsyrk(sign, P, beta=1.0, c=A, trans=0, lower=1, overwrite_c=1)
-            C = blas.dgemm(sign, P, Y[start:stop], beta=1.0, c=C, overwrite_c=1)
+        jobs = [StatisticsJob(self.config, self.n_features, self.n_classes, self._W_rand, self._b, X[start:stop],
+                              Y[start:stop], sign, self._A if i == 0 else None, self._C if i == 0 else None)
+                for i, (start, stop) in enumerate(self._blocks(len(X)))]
+        parts = self.executor.map(block_statistics, jobs)
+        # what another process sent back may be read-only, and later steps update A in place
+        A, C = (np.require(part, requirements=("F", "W")) for part in parts[0])
+        for A_part, C_part in parts[1:]:
+            A += A_part
+            C += C_part
         R = self._inverse(A)  # raises before anything is assigned
         self._A, self._C, self._R = A, C, R
         self._W = self._head()
@@ -372,6 +391,40 @@ class AnalyticStrategy(Strategy):
         Y = np.zeros((n, self.n_classes))
         Y[np.arange(n), inputs.labels(y, n, self.n_classes, what)] = 1.0
         return Y
+
+
+@dataclass(frozen=True)
+class StatisticsJob:
+    """One block of a refactorising update: its rows X (float32) and targets Y, what
+    builds their features (the config and the frozen projection W_rand, b), and the
+    statistics to add to (None: start from zero)."""
+
+    config: AnalyticConfig
+    n_features: int
+    n_classes: int
+    W_rand: np.ndarray
+    b: np.ndarray
+    X: np.ndarray
+    Y: np.ndarray
+    sign: float
+    A: np.ndarray | None
+    C: np.ndarray | None
+
+
+def block_statistics(job: StatisticsJob) -> tuple[np.ndarray, np.ndarray]:
+    """(A + sign sum phi^T phi, C + sign sum phi^T Y) over the block's rows, a chunk at a time
+    (A's lower triangle only; the job's A and C are copied, never changed)."""
+    # a strategy holding only the projection, so the features are built by the strategy's own code
+    features = AnalyticStrategy(job.config, job.n_features, job.n_classes)
+    features._W_rand, features._b = job.W_rand, job.b
+    width = job.config.width
+    A = np.zeros((width, width), order="F") if job.A is None else job.A.copy(order="F")
+    C = np.zeros((width, job.n_classes), order="F") if job.C is None else job.C.copy(order="F")
+    for start, stop in features._chunks(len(job.X)):
+        P = features._phi(job.X[start:stop]).T  # column-major width x rows
+        A = blas.dsyrk(job.sign, P, beta=1.0, c=A, trans=0, lower=1, overwrite_c=1)
+        C = blas.dgemm(job.sign, P, job.Y[start:stop], beta=1.0, c=C, overwrite_c=1)
+    return A, C
 
 
 def _symmetric(lower: np.ndarray) -> np.ndarray:

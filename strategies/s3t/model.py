@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -81,8 +82,7 @@ class S3TStrategy(Strategy):
             raise ValueError(f"learn: {len(known)} sample(s) are already learned, e.g. {known[0]!r}")
         self._add_features(ids, self._features(X), y)
         starts = self._book.add_group(ids)
-        for (j, k), start in sorted(starts.items()):
-            self._train_from(j, k, start)
+        self._train(sorted(starts.items()))
 
     def forget(self, forget_set: ForgetSet) -> None:
         if not forget_set.sample_ids:
@@ -95,8 +95,7 @@ class S3TStrategy(Strategy):
         self._drop_features(forget_set.sample_ids)
         self.last_forget_seconds = time.perf_counter() - started
         if self.config.retrain_mode == "inline":
-            for plan in self.retrain_plan():
-                self._retrain_shard(plan.unit)
+            self._retrain_shards([plan.unit for plan in self.retrain_plan()])
 
     def predict(self, X: np.ndarray, task: str | None = None) -> np.ndarray:
         return np.argmax(self.scores(X, task), axis=1).astype(np.int64)
@@ -158,7 +157,7 @@ class S3TStrategy(Strategy):
             feats = self._features(self._inputs(data.X, "retrain"))
             if not np.allclose(feats, self._feat[rows], atol=1e-4, rtol=1e-4):
                 raise ValueError(f"retrain of shard {j}: the data differ from the samples learned")
-        self._retrain_shard(j)
+        self._retrain_shards([j])
 
     def verify_forgotten(self, sample_ids: frozenset[str]) -> dict:
         """Provenance proof: every active stage's recorded training set (digest)
@@ -318,32 +317,49 @@ class S3TStrategy(Strategy):
             h = apply_block(stage, h)
         return head_logits(stages[-1], h)
 
-    def _train_from(self, j: int, k: int, start: int) -> None:
-        """Train stages start.. of shard j's sequence k (stages before start exist and stay frozen)."""
-        cfg = self.config
-        seq, stages = self._book.seqs[j][k], self._stages[j][k]
-        if len(stages) != start:
-            raise RuntimeError(f"shard {j} sequence {k}: {len(stages)} stages, expected {start}")
-        for p in range(start, len(seq)):
-            ids = self._book.stage_ids(seq, p)
-            rows = np.array([self._row[s] for s in ids], dtype=np.int64)
-            h = torch.from_numpy(self._feat[rows]) if len(rows) else torch.zeros(0, cfg.hidden)
-            with torch.no_grad():
-                for stage in stages:
-                    h = apply_block(stage, h)
-            block = train_stage(h.contiguous(), torch.from_numpy(self._labels[rows]),
-                                seed=stage_seed(cfg.seed, j, k, p), head_prev=stages[-1] if stages else None,
-                                n_classes=self.n_classes, rank=cfg.rank, epochs=cfg.epochs,
-                                batch_size=cfg.batch_size, lr=cfg.lr)
-            block["digest"], block["count"] = ids_digest(ids), len(ids)
-            stages.append(block)
+    def _train(self, starts: list[tuple[tuple[int, int], int]]) -> None:
+        """Train stages start.. of each ((shard, sequence), start), stages before start staying frozen.
 
-    def _retrain_shard(self, j: int) -> None:
-        self._book.rebuild(j)
-        for k in range(self.config.n_sequences):
-            self._stages[j][k] = []
-            self._train_from(j, k, 0)
-        self.retrains_done += 1
+        The sequences do not depend on each other, so each is one job for the
+        executor; every stage's seed follows from its place, so the stages
+        come out the same, bit for bit, wherever their job ran.
+        """
+        jobs, stage_ids = [], []
+        for (j, k), start in starts:
+            seq, stages = self._book.seqs[j][k], self._stages[j][k]
+            if len(stages) != start:
+                raise RuntimeError(f"shard {j} sequence {k}: {len(stages)} stages, expected {start}")
+            ids = [self._book.stage_ids(seq, p) for p in range(start, len(seq))]
+            stage_ids.append(ids)
+            jobs.append(self._sequence_job(j, k, start, ids))
+        trained = self.executor.map(train_sequence, jobs)
+        for ((j, k), _), ids, blocks in zip(starts, stage_ids, trained, strict=True):
+            for block, stage in zip(blocks, ids, strict=True):
+                # copies: what another process sent back may be read-only
+                self._stages[j][k].append({**{key: np.array(block[key]) for key in BLOCK_KEYS},
+                                           "digest": ids_digest(stage), "count": len(stage)})
+
+    def _sequence_job(self, j: int, k: int, start: int, stage_ids: list[list[str]]) -> SequenceJob:
+        cfg = self.config
+        rows = [np.array([self._row[s] for s in ids], dtype=np.int64) for ids in stage_ids]
+        # the rows of all its stages once, each stage as positions into them
+        used, positions = np.unique(np.concatenate(rows) if rows else np.zeros(0, np.int64), return_inverse=True)
+        bounds = np.cumsum([0, *map(len, rows)])
+        return SequenceJob(
+            X=self._feat[used], y=self._labels[used],
+            stage_rows=tuple(positions[a:b] for a, b in zip(bounds[:-1], bounds[1:])),
+            frozen=tuple({key: stage[key] for key in BLOCK_KEYS} for stage in self._stages[j][k][:start]),
+            seeds=tuple(stage_seed(cfg.seed, j, k, p) for p in range(start, start + len(stage_ids))),
+            n_classes=self.n_classes, rank=cfg.rank, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        )
+
+    def _retrain_shards(self, shards: list[int]) -> None:
+        for j in shards:
+            self._book.rebuild(j)
+            for k in range(self.config.n_sequences):
+                self._stages[j][k] = []
+        self._train([((j, k), 0) for j in shards for k in range(self.config.n_sequences)])
+        self.retrains_done += len(shards)
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
@@ -351,3 +367,45 @@ class S3TStrategy(Strategy):
 
     def _inputs(self, X: np.ndarray, what: str) -> np.ndarray:
         return inputs.features(X, self.n_features, what)
+
+
+# ---- one sequence's training, a job an executor may run anywhere ------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceJob:
+    """Everything the training of some stages of one sequence needs, and nothing of the strategy.
+
+    X, y: the base features and labels of every sample those stages train on;
+    stage_rows[i]: the positions in X of stage i's samples, in the order the
+    strategy lists them; frozen: the sequence's stages before the first one
+    to train (their block arrays); seeds[i]: stage i's seed.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    stage_rows: tuple[np.ndarray, ...]
+    frozen: tuple[dict[str, np.ndarray], ...]
+    seeds: tuple[int, ...]
+    n_classes: int
+    rank: int
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+def train_sequence(job: SequenceJob) -> list[dict[str, np.ndarray]]:
+    """Train the job's stages one after another, each on the frozen ones before it; their block arrays."""
+    # copies: arrays another process sent may be read-only, which torch warns about
+    stages, trained = [{key: np.array(arr) for key, arr in stage.items()} for stage in job.frozen], []
+    for rows, seed in zip(job.stage_rows, job.seeds, strict=True):
+        h = torch.from_numpy(job.X[rows]) if len(rows) else torch.zeros(0, job.X.shape[1])
+        with torch.no_grad():
+            for stage in stages:
+                h = apply_block(stage, h)
+        block = train_stage(h.contiguous(), torch.from_numpy(job.y[rows]), seed=seed,
+                            head_prev=stages[-1] if stages else None, n_classes=job.n_classes, rank=job.rank,
+                            epochs=job.epochs, batch_size=job.batch_size, lr=job.lr)
+        stages.append(block)
+        trained.append(block)
+    return trained
