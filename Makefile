@@ -20,8 +20,10 @@ postgres:
 chromium:
 	@bash scripts/ensure-chromium.sh
 
+# The Ray tests run apart, in a network namespace of their own (see scripts/private-network.sh).
 test: $(STAMP) postgres chromium
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not ray"
+	scripts/private-network.sh $(VENV)/bin/pytest -q -m ray
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/analytic_forget.py

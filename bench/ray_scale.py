@@ -24,8 +24,11 @@ analytic's statistics to 1e-8.
 Targets (2-core machine): ray-2 at least 1.7x faster than local for both
 workloads, and ray-1 at most 15 % slower than local (Ray's own overhead).
 
-    .venv/bin/python bench/ray_scale.py            # the full sizes: about ten minutes on two cores
-    .venv/bin/python bench/ray_scale.py --quick    # small sizes: a smoke run
+    scripts/private-network.sh .venv/bin/python bench/ray_scale.py            # full sizes: ~10 min on 2 cores
+    scripts/private-network.sh .venv/bin/python bench/ray_scale.py --quick    # small sizes: a smoke run
+
+Ray binds to the machine's own address, never loopback: the bench runs only
+in a network namespace of its own (``lifecycle.testing.network``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import hashlib
 import os
 import platform
 import secrets
+import sys
 import time
 from collections.abc import Callable
 
@@ -47,6 +51,7 @@ from lifecycle.datasets import split_digits
 from lifecycle.ray_executor import RayExecutor
 from lifecycle.strategies import RetrainPlan, TaskData, get
 from lifecycle.strategies.executor import LOCAL, Executor
+from lifecycle.testing.network import HOW, private_network
 
 TARGET_SPEEDUP = 1.7
 TARGET_OVERHEAD = 0.15
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=("s3t", "analytic"), default=None, help="run one workload only")
     parser.add_argument("--repeat", type=int, default=2, help="rounds; each mode's best time is kept (default 2)")
     args = parser.parse_args(argv)
+    if not private_network():
+        sys.exit(f"bench/ray_scale.py starts Ray, which must not reach this machine's own network address; {HOW}")
     # a throwaway token for the throwaway Ray instances (Ray reads it when first imported), rather
     # than the one a local ray.init would write into the home folder
     os.environ.setdefault("RAY_AUTH_MODE", "token")

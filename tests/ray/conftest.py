@@ -6,6 +6,12 @@ head's services, the raylets, the task workers) carries that session's id;
 stopping the cluster ends exactly those processes, by pid. ``ray stop`` is
 not used: it ends every Ray process of this user on the machine, other
 people's clusters included.
+
+Ray binds its services to the machine's own interface address, never to
+loopback; so these tests run only in a network namespace whose one
+interface is loopback (``make test`` runs them so, through
+``scripts/private-network.sh``), and are skipped elsewhere (failed under
+``CI=true``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.testing.network import HOW, private_network
 from tests.helpers import wait_for
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -120,6 +127,15 @@ class RayCluster:
                 pass
         for p in self.processes:
             p.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def _private_network(request):
+    if request.node.get_closest_marker("ray") and not private_network():
+        message = f"the Ray tests must not reach this machine's own network address; {HOW}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
