@@ -10,6 +10,7 @@ from lifecycle.store.errors import (
     LedgerUnreachable,
     NoLedger,
     SchemaOutOfDate,
+    StorageUnavailable,
 )
 
 
@@ -125,6 +126,7 @@ __all__ = [
     "NotReady",
     "NotRepairable",
     "StorageFault",
+    "StorageUnavailable",
     "RequestNotCancellable",
     "RequestTooLarge",
     "SchemaOutOfDate",

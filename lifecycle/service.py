@@ -31,7 +31,7 @@ from lifecycle.callbacks import Deliverer, DeliveryPolicy, callback_hosts_from_e
 from lifecycle.errors import InvalidConfig
 from lifecycle.summary import relapse_summary
 from lifecycle.telemetry import Telemetry
-from lifecycle.store.errors import LeaseLost
+from lifecycle.store.errors import LeaseLost, StorageUnavailable
 from lifecycle.strategies.executor import Executor, ExecutorLost
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when the service serves it
@@ -129,7 +129,7 @@ class Service:
             self.telemetry.beat()
         try:
             self.worker.drain()
-        except ExecutorLost as exc:  # the step went back to the queue; the next tick tries again
+        except (ExecutorLost, StorageUnavailable) as exc:  # the step went back to the queue; the next tick tries again
             log.warning("the drain stopped: %s", exc)
 
     def requeue(self) -> None:

@@ -32,7 +32,7 @@ from lifecycle.signing import Signer
 from lifecycle.strategies.executor import LOCAL, Executor, ExecutorLost
 from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
-from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost
+from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost, StorageUnavailable
 from lifecycle.store.records import (
     Claim,
     Evaluation,
@@ -242,17 +242,8 @@ class Worker:
         except Rejected as exc:
             log.info("rejected: %s", exc, extra=ctx)
             return _Step(StepResult(claim, RequestStatus.REJECTED, error=str(exc) or "rejected"))
-        except ExecutorLost as exc:
-            # Nothing was applied: the strategy the step changed is dropped (it was taken out of
-            # the cache), so the request runs again from the stored state, as many times as a
-            # worker that died would have it.
-            if claim.attempt >= self.max_attempts:
-                log.error("the executor was lost in the last attempt: %s", exc, extra=ctx)
-                return _Step(StepResult(claim, RequestStatus.FAILED,
-                                        error=f"the executor was lost in each of {claim.attempt} attempts: {exc}"))
-            log.warning("the executor was lost: %s; the request goes back to the queue", exc, extra=ctx)
-            self._release([claim], f"the executor was lost: {exc}")
-            raise
+        except (ExecutorLost, StorageUnavailable) as exc:
+            return self._hand_back(claim, exc, ctx)
         except (ArtifactCorrupt, ArtifactMissing) as exc:
             if req.kind == RequestKind.REPAIR:
                 why = f"the repair could not read what it needs: {exc}"
@@ -266,7 +257,10 @@ class Worker:
             return _Step(StepResult(claim, RequestStatus.FAILED, error=f"{type(exc).__name__}: {exc}"))
         evaluations, findings = checked.evaluations, checked.findings
         removed = [s.sample_id for s in forgotten]
-        digest = self.vault.put_blob(arrays.pack(strategy.state_dict()))
+        try:
+            digest = self.vault.put_blob(arrays.pack(strategy.state_dict()))
+        except StorageUnavailable as exc:
+            return self._hand_back(claim, exc, ctx)
         cert = None
         if req.kind == RequestKind.FORGET:
             provenance = (strategy.verify_forgotten(context.tombstones | frozenset(removed))
@@ -296,6 +290,20 @@ class Worker:
             tasks_forgotten={t: next(e.accuracy for e in evaluations if e.task == t) for t in forgotten_now},
         )
         return _Step(StepResult(claim, RequestStatus.APPLIED, base_version=base_no, outcome=outcome), strategy)
+
+    def _hand_back(self, claim: Claim, exc: ExecutorLost | StorageUnavailable, ctx: dict) -> _Step:
+        """A step that lost its executor or could not reach the artifact store applied nothing:
+        the strategy it changed is dropped (it was taken out of the cache) and the request goes
+        back to the queue, to run again from the stored state as often as a worker that died would
+        have it; the error is raised again to end the drain. In its last attempt it fails."""
+        what = "the executor was lost" if isinstance(exc, ExecutorLost) else "the artifact store did not answer"
+        if claim.attempt >= self.max_attempts:
+            log.error("%s in the last attempt: %s", what, exc, extra=ctx)
+            return _Step(StepResult(claim, RequestStatus.FAILED,
+                                    error=f"{what} in each of {claim.attempt} attempts: {exc}"))
+        log.warning("%s: %s; the request goes back to the queue", what, exc, extra=ctx)
+        self._release([claim], f"{what}: {exc}")
+        raise exc
 
     def _commit(self, steps: list[_Step]) -> list[_Step]:
         """Commit a batch's steps together; return the applied ones."""

@@ -9,6 +9,11 @@ class BadLedgerUrl(LedgerError):
     """The ledger URL cannot be understood; the message shows one that works."""
 
 
+class StorageUnavailable(LedgerError):
+    """The artifact store did not answer (a network or service error): nothing is known to be wrong with
+    what it holds, and the same call may succeed later."""
+
+
 class BadArtifactsLocation(LedgerError, ValueError):
     """An artifacts location names no store this code can use; the message says what would."""
 

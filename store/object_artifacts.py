@@ -20,6 +20,7 @@ old version, so the bucket must not keep noncurrent versions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import tempfile
@@ -29,7 +30,7 @@ from typing import BinaryIO
 from fsspec import AbstractFileSystem
 
 from lifecycle.store.artifacts import STAGE_PREFIX, StagedFile, VerifiedReader, check, remove_older, sha256
-from lifecycle.store.errors import ArtifactMissing
+from lifecycle.store.errors import ArtifactMissing, StorageUnavailable
 from lifecycle.store.files import digest_name
 
 _FILED = re.compile(r"[0-9a-f]{2}/[0-9a-f]{62}")
@@ -56,11 +57,26 @@ class FsspecArtifactStore:
     def _spool(self) -> Path:
         return Path(self.spool if self.spool is not None else tempfile.gettempdir())
 
+    @contextlib.contextmanager
+    def _reaching(self, what: str):
+        """Calls to the bucket: an error other than "no such object" or a mistake in the code or the
+        configuration is the service's or the network's (botocore's connection errors are not even
+        OSErrors), raised as ``StorageUnavailable`` so that the caller can try again later rather than
+        take the artifact for lost."""
+        try:
+            yield
+        except (FileNotFoundError, TypeError, ValueError, AttributeError, NotImplementedError):
+            raise
+        except Exception as exc:
+            raise StorageUnavailable(f"the object store did not answer while {what} "
+                                     f"({self.fs.unstrip_protocol(self.root)}): {type(exc).__name__}: {exc}") from exc
+
     def put(self, data: bytes) -> str:
         digest = sha256(data)
         key = self._key(digest)
-        if not self.fs.exists(key):
-            self.fs.pipe_file(key, data)  # one PUT (or multipart upload): visible only once whole
+        with self._reaching(f"storing {digest}"):
+            if not self.fs.exists(key):
+                self.fs.pipe_file(key, data)  # one PUT (or multipart upload): visible only once whole
         return digest
 
     def stage(self) -> StagedFile:
@@ -70,8 +86,9 @@ class FsspecArtifactStore:
         file.close()
         key = self._key(digest)
         try:
-            if not self.fs.exists(key):
-                self.fs.put_file(str(tmp), key)  # see the module's docstring: never half visible
+            with self._reaching(f"storing {digest}"):
+                if not self.fs.exists(key):
+                    self.fs.put_file(str(tmp), key)  # see the module's docstring: never half visible
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -81,37 +98,43 @@ class FsspecArtifactStore:
     def open(self, digest: str) -> VerifiedReader:
         key = self._key(digest)
         try:
-            return VerifiedReader(self.fs.open(key, "rb"), digest, self._where(key))
+            with self._reaching(f"opening {digest}"):
+                return VerifiedReader(self.fs.open(key, "rb"), digest, self._where(key))
         except FileNotFoundError:
             raise ArtifactMissing(f"artifact {digest} is missing (no {self._where(key)})") from None
 
     def size(self, digest: str) -> int:
         try:
-            return self.fs.size(self._key(digest))
+            with self._reaching(f"reading the size of {digest}"):
+                return self.fs.size(self._key(digest))
         except FileNotFoundError:
             return 0
 
     def get(self, digest: str) -> bytes:
         key = self._key(digest)
         try:
-            data = self.fs.cat_file(key)
+            with self._reaching(f"reading {digest}"):
+                data = self.fs.cat_file(key)
         except FileNotFoundError:
             raise ArtifactMissing(f"artifact {digest} is missing (no {self._where(key)})") from None
         check(data, digest, self._where(key))
         return data
 
     def exists(self, digest: str) -> bool:
-        return self.fs.exists(self._key(digest))
+        with self._reaching(f"looking for {digest}"):
+            return self.fs.exists(self._key(digest))
 
     def delete(self, digest: str) -> None:
         try:
-            self.fs.rm_file(self._key(digest))
+            with self._reaching(f"deleting {digest}"):
+                self.fs.rm_file(self._key(digest))
         except FileNotFoundError:
             pass
 
     def age_seconds(self, digest: str, now: float) -> float:
         try:
-            modified = self.fs.modified(self._key(digest))
+            with self._reaching(f"reading the age of {digest}"):
+                modified = self.fs.modified(self._key(digest))
         except FileNotFoundError:
             return 0.0
         if modified.tzinfo is None:  # some backends give UTC without saying so
@@ -120,7 +143,8 @@ class FsspecArtifactStore:
 
     def digests(self) -> list[str]:
         try:
-            names = self.fs.find(self.root)
+            with self._reaching("listing the artifacts"):
+                names = self.fs.find(self.root)
         except FileNotFoundError:
             return []
         start = len(self.root) + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import socket
 import os
 import subprocess
 import sys
@@ -382,3 +383,38 @@ def test_storage_options_that_are_not_a_json_object_are_refused(value, problem, 
     monkeypatch.setenv(OPTIONS_ENV, value)
     with pytest.raises(BadArtifactsLocation, match=problem):
         open_artifact_store(f"s3://{BUCKET}/x")
+
+
+def test_a_bucket_that_does_not_answer_hands_the_step_back_and_it_applies_later(monkeypatch, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    # one quick try per call, so that a server that is down is found at once
+    monkeypatch.setenv(OPTIONS_ENV, json.dumps({"endpoint_url": endpoint, "config_kwargs": {
+        "connect_timeout": 1, "read_timeout": 5, "retries": {"max_attempts": 1}}}))
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        bucket = f"down-{uuid.uuid4().hex[:8]}"
+        raw_fs(endpoint).mkdir(bucket)
+        lc = lifecycle.connect(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=f"s3://{bucket}/x",
+                               keys=tmp_path / "keys")
+        make_model(lc)
+        req = learn_task(lc, "digits", digits_tasks()[0])  # its rows reached the bucket
+    finally:
+        server.stop()
+    # moto keeps what it holds in this process: the same server started again has the rows
+    with pytest.raises(lifecycle.StorageUnavailable, match="did not answer"):
+        lc.drain()
+    back = lc.status(req.id)
+    assert (back.status, back.attempt) == ("queued", 1)
+    assert lc.model("digits").quarantine is None and lc.ledger.latest_version(lc.model("digits").id) is None
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        assert [r.id for r in lc.drain()] == [req.id] and lc.status(req.id).status == "applied"
+    finally:
+        server.stop()
