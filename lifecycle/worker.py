@@ -32,7 +32,13 @@ from lifecycle.signing import Signer
 from lifecycle.strategies.executor import LOCAL, Executor, ExecutorLost
 from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
-from lifecycle.store.errors import ArtifactCorrupt, ArtifactMissing, LeaseLost, StorageUnavailable
+from lifecycle.store.errors import (
+    DATABASE_UNREACHABLE,
+    ArtifactCorrupt,
+    ArtifactMissing,
+    LeaseLost,
+    StorageUnavailable,
+)
 from lifecycle.store.records import (
     Claim,
     Evaluation,
@@ -252,6 +258,13 @@ class Worker:
             log.error("quarantined %s: %s; run: lifecycle repair %s", model.name, exc, model.name, extra=ctx)
             self.ledger.queue.quarantine(claim, f"{exc}")
             return _Step(None)
+        except DATABASE_UNREACHABLE:
+            # The ledger went away mid-step (a restart, a failover): nothing of the step is kept and
+            # nothing can be recorded now. The request keeps its lease until it runs out and is then
+            # queued again, its attempt counted, as if this worker had died.
+            log.warning("the ledger did not answer during the step; the request goes back to the queue when its "
+                        "lease runs out", extra=ctx)
+            raise
         except Exception as exc:  # a strategy failure must not take the worker down
             log.exception("step failed", extra=ctx)
             return _Step(StepResult(claim, RequestStatus.FAILED, error=f"{type(exc).__name__}: {exc}"))

@@ -1,5 +1,10 @@
 """Errors raised by the ledger itself."""
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+# the database did not answer: a connection lost, a server restarting or failing over, a deadlock broken
+DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
+
 
 class LedgerError(Exception):
     """Base class of ledger errors."""
