@@ -118,7 +118,7 @@ def run_bench(
     runs: list[Run] = []
     spread: list[StrategyRun] = []  # the strategy runs left to the executor
     methods = [REFERENCE, *baselines, *names]
-    with _threads(threads), _progress(console, progress) as bar:
+    with limited_threads(threads), _progress(console, progress) as bar:
         _warm_up(mlp)
         job = bar.add_task("bench", total=seeds * len(methods) * len(ops))
         for seed in range(seeds):
@@ -158,7 +158,8 @@ def run_bench(
 
 
 @contextlib.contextmanager
-def _threads(n: int | None):
+def limited_threads(n: int | None):
+    """torch and BLAS limited to ``n`` threads (None: as they are)."""
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -24,8 +24,8 @@ analytic's statistics to 1e-8.
 Targets (2-core machine): ray-2 at least 1.7x faster than local for both
 workloads, and ray-1 at most 15 % slower than local (Ray's own overhead).
 
-    scripts/private-network.sh .venv/bin/python bench/ray_scale.py            # full sizes: ~10 min on 2 cores
-    scripts/private-network.sh .venv/bin/python bench/ray_scale.py --quick    # small sizes: a smoke run
+    scripts/private-network.sh .venv/bin/python -m bench.ray_scale            # full sizes: ~10 min on 2 cores
+    scripts/private-network.sh .venv/bin/python -m bench.ray_scale --quick    # small sizes: a smoke run
 
 Ray binds to the machine's own address, never loopback: the bench runs only
 in a network namespace of its own (``lifecycle.testing.network``).
@@ -34,7 +34,6 @@ in a network namespace of its own (``lifecycle.testing.network``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import hashlib
 import os
@@ -46,6 +45,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bench.harness import limited_threads
+
 from lifecycle import arrays
 from lifecycle.datasets import split_digits
 from lifecycle.ray_executor import RayExecutor
@@ -56,24 +57,6 @@ from lifecycle.testing.network import HOW, private_network
 TARGET_SPEEDUP = 1.7
 TARGET_OVERHEAD = 0.15
 MODES = ("local", "local, all threads", "ray-1", "ray-2")
-
-
-@contextlib.contextmanager
-def threads(n: int | None):
-    """torch and BLAS limited to ``n`` threads (None: as they are)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class S3TRetrain:
@@ -89,7 +72,7 @@ class S3TRetrain:
         y = np.concatenate([t.y for t in tasks])
         ids = tuple(f"digit/{i}" for i in range(len(y)))
         self.learned = spec.build(spec.make_config(config), X.shape[1], 10)
-        with threads(1):
+        with limited_threads(1):
             self.learned.learn(TaskData("digits", X, y, ids))
         live = self.learned.book.live_ids(0)
         row = {s: i for i, s in enumerate(ids)}
@@ -159,7 +142,7 @@ def measure(workload, repeat: int) -> dict[str, tuple[float, str]]:
     falls on all of them alike), and its results checked against the first local one."""
     runs: dict[str, list[tuple[float, object]]] = {mode: [] for mode in MODES}
     for _ in range(repeat):
-        with threads(1):
+        with limited_threads(1):
             runs["local"].append(workload.run(LOCAL))
         runs["local, all threads"].append(workload.run(LOCAL))
         for cpus in (1, 2):

@@ -50,6 +50,10 @@ ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder, or an ob
                                                         "env LIFECYCLE_ARTIFACTS_OPTIONS as JSON). Default: beside "
                                                         "a SQLite file; env LIFECYCLE_ARTIFACTS otherwise.")
 
+RATE_HELP = ("Requests per second per API token, RATE or RATE/BURST (default $LIFECYCLE_HTTP_RATE, else 50/100); "
+             "over it: 429.")
+MAX_BODY_HELP = "Largest request body in MiB (default $LIFECYCLE_HTTP_MAX_BODY_MIB, else 256); over it: 413."
+
 
 def _url(db: Optional[str]) -> str:
     from lifecycle.api import DEFAULT_URL
@@ -212,10 +216,8 @@ def serve(
                                                             "docs at /docs) on HOST:PORT."),
     ssl_certfile: Optional[str] = typer.Option(None, help="TLS certificate (PEM) for --http."),
     ssl_keyfile: Optional[str] = typer.Option(None, help="TLS private key (PEM) for --http."),
-    http_rate: Optional[str] = typer.Option(None, help="Requests per second per API token, RATE or RATE/BURST "
-                                                       "(default $LIFECYCLE_HTTP_RATE, else 50/100); over it: 429."),
-    http_max_body: Optional[float] = typer.Option(None, help="Largest request body in MiB (default "
-                                                             "$LIFECYCLE_HTTP_MAX_BODY_MIB, else 256); over it: 413."),
+    http_rate: Optional[str] = typer.Option(None, help=RATE_HELP),
+    http_max_body: Optional[float] = typer.Option(None, help=MAX_BODY_HELP),
     callback_interval: float = typer.Option(2.0, help="Seconds between sends of due erasure status callbacks "
                                                       "(to the hosts in $LIFECYCLE_CALLBACK_HOSTS)."),
     callback_retry: float = typer.Option(5.0, help="Seconds before a failed callback is tried again; doubled "
@@ -548,10 +550,8 @@ def api(http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT to 
         db: Optional[str] = DbOpt, artifacts: Optional[str] = ArtifactsOpt, keys: Optional[str] = KeysOpt,
         ssl_certfile: Optional[str] = typer.Option(None, help="TLS certificate (PEM) for HTTPS."),
         ssl_keyfile: Optional[str] = typer.Option(None, help="TLS private key (PEM) for HTTPS."),
-        rate: Optional[str] = typer.Option(None, help="Requests per second per API token, RATE or RATE/BURST "
-                                                      "(default $LIFECYCLE_HTTP_RATE, else 50/100); over it: 429."),
-        max_body: Optional[float] = typer.Option(None, help="Largest request body in MiB (default "
-                                                            "$LIFECYCLE_HTTP_MAX_BODY_MIB, else 256); over it: 413."),
+        rate: Optional[str] = typer.Option(None, help=RATE_HELP),
+        max_body: Optional[float] = typer.Option(None, help=MAX_BODY_HELP),
         log_level: str = typer.Option("INFO", help="Logging level.")):
     """Serve the HTTP API alone (OpenDSR erasures, /v1, the dashboard, docs at /docs), without the scheduler."""
     from lifecycle.http.app import serve_forever
