@@ -319,7 +319,7 @@ class Builder:
                 membership={"auc": float(rng.random()), "attack": "loss", "members": len(plan.forgotten),
                             "nonmembers": PROBE_ROWS},
                 provenance=None, gate=None, notes=[], forgotten_probes=claim.model.forgotten_probes,
-                checkpoint=None))
+                checkpoint=None, text_digest=self.lc.ids.text))
         return StepOutcome(
             artifact_digest=hexdigest("state", st.model.name, version),
             step_seconds=float(rng.uniform(0.01, 0.2)),

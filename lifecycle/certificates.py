@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from lifecycle.store.records import Claim, Evaluation, Model, Role
@@ -28,7 +29,10 @@ def build(
     forgotten_probes: str = "keep",
     checkpoint: dict[str, Any] | None = None,
     encoder: dict[str, Any] | None = None,
+    text_digest: Callable[[str | None], str | None],
 ) -> dict[str, Any]:
+    """``text_digest`` keys the request's free text (``IdKey.text``): a certificate is signed and kept,
+    so it carries the digests the audit chain carries, never the text a redaction may later erase."""
     req = claim.request
     retained = [e for e in evaluations if e.role == Role.RETAINED]
     forgotten = [e for e in evaluations if e.role == Role.FORGOTTEN]
@@ -43,8 +47,7 @@ def build(
             "id": req.id,
             "digest": claim.payload_sha,
             "target": req.target,
-            "requested_by": req.requested_by,
-            "reason": req.reason,
+            "text": {"requested_by": text_digest(req.requested_by), "reason": text_digest(req.reason)},
             "received_at": req.received_at.isoformat(),
             "due_at": req.due_at.isoformat() if req.due_at else None,
         },

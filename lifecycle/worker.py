@@ -291,6 +291,7 @@ class Worker:
                 forgotten_probes=model.forgotten_probes,
                 checkpoint=checkpoints.latest(self.checkpoints),
                 encoder=certificates.encoder_declaration(model),
+                text_digest=self.ledger.ids.text,
             ))
         outcome = StepOutcome(
             artifact_digest=digest,

@@ -5,6 +5,7 @@ and certified; the audit chain replays with it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -170,4 +171,48 @@ def test_an_erasures_free_text_is_redacted_with_its_forgets_and_the_audit_still_
     assert lc.status(joined.id).reason == "carol's own request" and lc.erasure(other.id).reason == "kept"
     _audit_clean(lc)
     lc.drain()
+    _audit_clean(lc)
+
+
+def test_an_erasure_redacted_while_a_worker_applies_its_forget_keeps_both_and_the_audit_holds(db_url, tmp_path):
+    """The redaction and the forget's commit run at the same moment from two handles: the forget is
+    applied and certified, its text is gone, and every chain still verifies."""
+    import threading
+
+    import lifecycle
+
+    def connect():
+        return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
+
+    lc = connect()
+    _three_models(lc)
+    e = lc.erase(subject="alice", reason="Alice Example phoned", requested_by="Alice's manager")
+    forget = {p.model: p for p in e.parts}["a"].request_id
+    redactor, worker = connect(), connect()
+    start, errors = threading.Barrier(2), []
+
+    def run(call):
+        start.wait()
+        try:
+            call()
+        except Exception as exc:  # surfaced below, with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in (
+        lambda: redactor.redact_erasure(e.id, fields=("reason", "requested_by"), why="a name in the reason"),
+        worker.drain)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    done = lc.status(forget)
+    assert done.status == "applied" and lc.certificate(forget)["certificate"]
+    assert (done.reason, done.requested_by) == (None, None)
+    assert lc.erasure(e.id).status == "completed" and lc.erasure(e.id).reason is None
+    # the signed certificate, issued before or after the redaction, carries keyed digests of the text only
+    certificate = lc.certificate(forget)
+    assert "Alice" not in json.dumps(certificate)
+    # (None when the redaction came first, the text's keyed digest when the step read it before)
+    assert certificate["certificate"]["request"]["text"]["reason"] in (None, lc.ids.text("Alice Example phoned"))
     _audit_clean(lc)

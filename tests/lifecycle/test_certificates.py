@@ -43,6 +43,9 @@ def test_certificate_carries_the_verification_and_verifies(applied_forget, signi
     assert body["strategy"] == "analytic" and body["exactness"] == "exact"
     assert (body["version_before"], body["version_after"]) == (2, 3)
     assert body["removed"]["count"] > 0 and "alice" not in json.dumps(signed)
+    # the free text as the chain keys it, never in clear: a redaction later leaves nothing behind in the receipt
+    assert body["request"]["text"] == {"requested_by": lc.ids.text("dpo"), "reason": lc.ids.text("GDPR art. 17")}
+    assert "GDPR art. 17" not in json.dumps(signed) and '"dpo"' not in json.dumps(signed)
     assert body["verification"]["relapse_status"] == "clear"
     assert {t["task"] for t in body["verification"]["retained_tasks"]} == {"0-1", "2-3"}
     assert body["audit_anchor"]["seq"] > 0
