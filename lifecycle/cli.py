@@ -257,7 +257,7 @@ def submit_forget(
     task: Optional[str] = typer.Option(None, help="Forget this whole task."),
     sample: Optional[list[str]] = typer.Option(None, help="Forget this sample id (repeatable)."),
     subject: Optional[str] = typer.Option(None, help="Forget every sample of this data subject."),
-    reason: Optional[str] = typer.Option(None, help="Why (kept in the ledger and the certificate)."),
+    reason: Optional[str] = typer.Option(None, help="Why (kept in the ledger; its keyed digest in the certificate)."),
     requested_by: Optional[str] = typer.Option(None, help="Who asked."),
     idempotency_key: Optional[str] = typer.Option(None, help="Resubmitting with the same key is a no-op."),
     due_in_days: Optional[float] = typer.Option(None, help="Deadline (default: the model's, 30 days)."),
@@ -523,7 +523,7 @@ def token_list(db: Optional[str] = DbOpt):
 
 @app.command()
 def erase(subject: Optional[str] = typer.Option(None, help="The data subject to erase from every model."),
-          reason: Optional[str] = typer.Option(None, help="Why (kept in the ledger and the certificates)."),
+          reason: Optional[str] = typer.Option(None, help="Why (kept in the ledger; its keyed digest in the certificates)."),
           requested_by: Optional[str] = typer.Option(None, help="Who asked."),
           idempotency_key: Optional[str] = typer.Option(None, help="Resubmitting with the same key is a no-op."),
           due_in_days: float = typer.Option(30.0, help="Deadline of the erasure and its forgets."),
