@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from lifecycle import strategies, validation
@@ -21,11 +21,18 @@ from lifecycle.errors import (
     UnsupportedForgetUnit,
 )
 from lifecycle.store.erasures import Erasure, Erasures, KeyReused, Refused
+from lifecycle.store.identity import IdKey
+from lifecycle.store.ledger import Ledger
 from lifecycle.store.records import RequestKind
 from lifecycle.store.tokens import SCOPES, ApiToken, Tokens
 
-if TYPE_CHECKING:
-    from lifecycle.api import Lifecycle
+
+class Lifecycle(Protocol):
+    """What these functions use of ``lifecycle.api.Lifecycle`` (named here so erasure never imports api)."""
+
+    ledger: Ledger
+    ids: IdKey
+
 
 # GDPR art. 12(3): one month, extendable by two further months
 DEFAULT_DUE_DAYS = 30.0
