@@ -40,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 import lifecycle
 from bench.queue_load import stop_processes
@@ -68,6 +69,8 @@ class LoadResult:
     callbacks_expected: int
     callbacks_missing: int
     callbacks_duplicated: int
+    cpu_s: dict[str, float]  # CPU seconds each part spent during the submitting phase
+
 
 
 class Receiver:
@@ -185,6 +188,24 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> 
     raise TimeoutError("the HTTP API did not start listening")
 
 
+def cpu_seconds(parts: dict[str, list[int]]) -> dict[str, float]:
+    """User plus system CPU seconds so far of each named group of processes and their children (this
+    process is counted on its own: the others are its children)."""
+    out = {}
+    for name, pids in parts.items():
+        total = 0.0
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                for p in [proc, *(proc.children(recursive=True) if pid != os.getpid() else [])]:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        out[name] = total
+    return out
+
+
 def run(server: PostgresServer, *, clients: int, seconds: float, workers: int, models: int, subjects: int,
         held_share: float, seed: int = 0, progress=print) -> LoadResult:
     url = server.new_database()
@@ -206,6 +227,9 @@ def run(server: PostgresServer, *, clients: int, seconds: float, workers: int, m
     try:
         wait_listening(port, procs[0])
         progress(f"{clients} clients submitting for {seconds:.0f} s")
+        parts = {"HTTP API": [procs[0].pid], "workers": [p.pid for p in procs[1:]],
+                 "PostgreSQL": [server.postmaster_pid()], "load clients": [os.getpid()]}
+        cpu_before = cpu_seconds(parts)
         began = time.monotonic()
 
         async def all_clients():
@@ -215,6 +239,7 @@ def run(server: PostgresServer, *, clients: int, seconds: float, workers: int, m
 
         asyncio.run(all_clients())
         elapsed = time.monotonic() - began
+        cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(parts).items()}
         progress(f"{len(out['accepted'])} accepted; waiting for every erasure and callback")
         deadline = time.monotonic() + 600
         while lc.erasures(["pending", "in_progress", "failed"]) and time.monotonic() < deadline:
@@ -229,7 +254,7 @@ def run(server: PostgresServer, *, clients: int, seconds: float, workers: int, m
     finally:
         stop_processes(procs)
         receiver.stop()
-    return _check(lc, out, receiver, expected, clients, elapsed)
+    return _check(lc, out, receiver, expected, clients, elapsed, cpu)
 
 
 def _expected_callbacks(lc) -> set[tuple[str, str]]:
@@ -240,7 +265,7 @@ def _expected_callbacks(lc) -> set[tuple[str, str]]:
     return {(doc["erasure_id"], doc["lifecycle_status"]) for doc in announced}
 
 
-def _check(lc, out, receiver: Receiver, expected, clients: int, elapsed: float) -> LoadResult:
+def _check(lc, out, receiver: Receiver, expected, clients: int, elapsed: float, cpu: dict[str, float]) -> LoadResult:
     from lifecycle.http.opendsr import KEY_PREFIX
 
     erasures = lc.erasures()
@@ -263,7 +288,7 @@ def _check(lc, out, receiver: Receiver, expected, clients: int, elapsed: float) 
         certified_p50_s=_pct(certified, 50), certified_p99_s=_pct(certified, 99),
         forgets=forgets, lost=lost, duplicated=duplicated,
         callbacks_expected=len(expected), callbacks_missing=sum(1 for k in expected if not got.get(k)),
-        callbacks_duplicated=sum(1 for n in got.values() if n > 1))
+        callbacks_duplicated=sum(1 for n in got.values() if n > 1), cpu_s=cpu)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -284,6 +309,8 @@ def report(r: LoadResult) -> str:
         f"submit-to-certified  p50 {r.certified_p50_s:.2f} s, p99 {r.certified_p99_s:.2f} s (erasures with forgets)",
         f"lost {r.lost}, duplicated {r.duplicated}, callbacks expected {r.callbacks_expected}, missing "
         f"{r.callbacks_missing}, delivered twice {r.callbacks_duplicated}: {'clean' if clean else 'NOT clean'}",
+        "CPU while submitting (ms per accepted submit): " + ", ".join(
+            f"{name} {1000 * s / max(r.submits, 1):.1f}" for name, s in r.cpu_s.items()),
     ])
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from lifecycle import strategies
-from lifecycle import purge, validation
+from lifecycle import erasure, purge, validation
 from lifecycle.signing import Signer
 from lifecycle.vault import Vault
 from lifecycle.payloads import payload_sha
@@ -151,6 +151,7 @@ class Lifecycle:
         self.vault = vault
         self.signer = signer
         self.ids = ids
+        self.erasure_intake = erasure.intake(ledger)
 
     # ---- models --------------------------------------------------------------
 
@@ -916,39 +917,32 @@ class Lifecycle:
         with the same ``idempotency_key`` returns the first erasure. Raises
         ``UnsupportedForgetUnit`` (nothing queued) when a model that forgets
         whole tasks only holds the subject's samples."""
-        from lifecycle import erasure
         return erasure.erase(self, subject=subject, reason=reason, requested_by=requested_by,
                              idempotency_key=idempotency_key, due_days=due_days,
                              status_callback_urls=status_callback_urls, token_id=token_id)[0]
 
     def erasure(self, erasure_id: str):
         """An erasure by its id (or a unique prefix), its status brought up to date."""
-        from lifecycle import erasure
         return erasure.erasure(self, erasure_id)
 
     def erasures(self, statuses: list[str] | None = None) -> list:
         """Erasures, oldest first (statuses: pending, in_progress, completed, failed, cancelled)."""
-        from lifecycle import erasure
         return erasure.erasures(self, statuses)
 
     def redact_erasure(self, erasure_id: str, *, fields: tuple[str, ...] = ("reason",), why: str,
                        requested_by: str | None = None):
         """Erase free text (``reason``, ``requested_by``) from an erasure and the forgets it queued. Audited."""
-        from lifecycle import erasure
         return erasure.redact(self, erasure_id, fields, why, requested_by)
 
     def cancel_erasure(self, erasure_id: str):
         """Cancel a pending erasure and the forgets it queued; ``RequestNotCancellable`` once one started."""
-        from lifecycle import erasure
         return erasure.cancel(self, erasure_id)
 
     def create_token(self, name: str, *, scopes: Sequence[str], created_by: str | None = None):
         """A new HTTP API token: ``(ApiToken, secret)``. The secret is shown once; the ledger keeps its SHA-256."""
-        from lifecycle import erasure
         return erasure.create_token(self, name, scopes, created_by)
 
     def revoke_token(self, token_id: str):
-        from lifecycle import erasure
         return erasure.revoke_token(self, token_id)
 
     def tokens(self) -> list:

@@ -20,7 +20,8 @@ from lifecycle.errors import (
     UnknownRequest,
     UnsupportedForgetUnit,
 )
-from lifecycle.store.erasures import Erasure, Erasures, KeyReused, Refused
+from lifecycle.group_commit import GroupCommit
+from lifecycle.store.erasures import Erasure, Erasures, KeyReused, NewErasure, Refused
 from lifecycle.store.identity import IdKey
 from lifecycle.store.ledger import Ledger
 from lifecycle.store.records import RequestKind
@@ -32,6 +33,7 @@ class Lifecycle(Protocol):
 
     ledger: Ledger
     ids: IdKey
+    erasure_intake: GroupCommit[NewErasure, tuple[Erasure, bool]]
 
 
 # GDPR art. 12(3): one month, extendable by two further months
@@ -61,11 +63,10 @@ def erase(lc: Lifecycle, *, subject: str, reason: str | None, requested_by: str 
 
     payload = payload_sha(kind="erasure", subject=erasure_hash, due_days=float(due_days), callbacks=callbacks)
     try:
-        return Erasures(lc.ledger).submit(
-            subject_digest=subject_digest, erasure_hash=erasure_hash, payload_sha=payload,
-            forget_sha=lambda target: payload_sha(kind=RequestKind.FORGET, target=target),
-            forgets_tasks_only=_forgets_tasks_only, due_days=float(due_days), requested_by=requested_by, reason=reason, token_id=token_id,
-            idempotency_key=key, callbacks=callbacks)
+        return lc.erasure_intake.submit(NewErasure(
+            subject_digest=subject_digest, erasure_hash=erasure_hash, payload_sha=payload, due_days=float(due_days),
+            requested_by=requested_by, reason=reason, token_id=token_id, idempotency_key=key,
+            callbacks=tuple(callbacks)))
     except Refused as exc:
         raise UnsupportedForgetUnit(
             f"model(s) {', '.join(exc.models)} hold this subject's samples but forget whole tasks only; an "
@@ -74,6 +75,13 @@ def erase(lc: Lifecycle, *, subject: str, reason: str | None, requested_by: str 
     except KeyReused as exc:
         raise IdempotencyConflict(f"idempotency key {key!r} was used for erasure {exc.erasure_id} with another "
                                   "subject or settings") from None
+
+
+def intake(ledger: Ledger) -> GroupCommit[NewErasure, tuple[Erasure, bool]]:
+    """Where a ``Lifecycle``'s erasures are submitted: the concurrent ones share a transaction."""
+    return GroupCommit(lambda items: Erasures(ledger).submit_many(
+        items, forget_sha=lambda target: payload_sha(kind=RequestKind.FORGET, target=target),
+        forgets_tasks_only=_forgets_tasks_only))
 
 
 def _forgets_tasks_only(strategy: str) -> bool:

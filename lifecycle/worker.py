@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle import strategies
 from lifecycle import arrays, certificates, checkpoints, mia, purge
@@ -30,6 +31,7 @@ from lifecycle.loading import build_strategy, chance, load_strategy
 from lifecycle.errors import InvalidConfig
 from lifecycle.signing import Signer
 from lifecycle.strategies.executor import LOCAL, Executor, ExecutorLost
+from lifecycle.store.erasures import Erasures
 from lifecycle.store.ledger import Ledger
 from lifecycle.vault import Erased, Vault
 from lifecycle.store.errors import (
@@ -181,10 +183,23 @@ class Worker:
         else:
             with self._pending_lock:
                 self.pending_purges |= set(models)
-        for step in applied:
-            if step.result.claim.request.kind == RequestKind.FORGET:
-                self._schedule_retrain(step.result.claim.model, step.strategy)
+        forgets = [step for step in applied if step.result.claim.request.kind == RequestKind.FORGET]
+        for step in forgets:
+            self._schedule_retrain(step.result.claim.model, step.strategy)
+        if forgets:
+            self._refresh_erasures([step.result.claim.request.id for step in forgets])
         return [self.ledger.request(claim.request.id) for claim in claims[:len(steps)]]
+
+    def _refresh_erasures(self, forget_ids: list[str]) -> None:
+        """Bring the person-level erasures these forgets belong to up to date now (their
+        completion callbacks go out without waiting for the service's periodic refresh,
+        which still catches any this misses)."""
+        store = Erasures(self.ledger)
+        try:
+            for erasure_id in store.open_ids_of(forget_ids):
+                store.refresh(erasure_id)
+        except SQLAlchemyError:
+            log.exception("could not refresh the erasures of forgets %s", ", ".join(forget_ids))
 
     def _release(self, claims: list[Claim], why: str) -> None:
         for claim in claims:

@@ -116,11 +116,10 @@ def submit(body: OpenDsrRequest, request: Request, token=Depends(require("erasur
 
 
 def _find(request: Request, subject_request_id: str) -> Erasure:
-    lc = request.app.state.lc
-    found = Erasures(lc.ledger).by_key(KEY_PREFIX + subject_request_id.lower())
+    found = Erasures(request.app.state.lc.ledger).refresh(key=KEY_PREFIX + subject_request_id.lower())
     if found is None:
         raise UnknownRequest(f"no OpenDSR request {subject_request_id!r}")
-    return erasures.erasure(lc, found.id)
+    return found[0]
 
 
 @router.get("/opengdpr_requests/{subject_request_id}")

@@ -73,6 +73,11 @@ class PostgresServer:
         self._run(self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
         self._start_server()
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (its backends are its children)."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            return int(f.readline())
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 

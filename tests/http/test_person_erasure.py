@@ -216,3 +216,60 @@ def test_an_erasure_redacted_while_a_worker_applies_its_forget_keeps_both_and_th
     # (None when the redaction came first, the text's keyed digest when the step read it before)
     assert certificate["certificate"]["request"]["text"]["reason"] in (None, lc.ids.text("Alice Example phoned"))
     _audit_clean(lc)
+
+
+def test_erasures_submitted_at_once_share_one_transaction_each_as_if_alone(lc):
+    """Erasures that arrive while another is being written go in together: one forget per
+    model for a subject named twice (the later joins it), a repeated key gives the first
+    erasure, a reused key with another subject is refused alone, and the audit holds."""
+    import threading
+    import time
+
+    _three_models(lc)
+    first = lc.erase(subject="zed", idempotency_key="k")
+    intake = lc.erasure_intake
+    write, batches = intake.write, []
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(items):
+        batches.append(len(items))
+        if len(batches) == 1:
+            entered.set()
+            release.wait(10)
+        return write(items)
+
+    intake.write = gated
+    calls = {"gate": dict(subject="nobody"), "alice-1": dict(subject="alice"), "alice-2": dict(subject="alice"),
+             "again": dict(subject="zed", idempotency_key="k"), "reused": dict(subject="carol", idempotency_key="k"),
+             "bob-1": dict(subject="bob", idempotency_key="b"), "bob-2": dict(subject="bob", idempotency_key="b")}
+    out = {}
+
+    def call(name):
+        try:
+            out[name] = lc.erase(**calls[name])
+        except Exception as exc:  # checked below
+            out[name] = exc
+
+    gate = threading.Thread(target=call, args=("gate",))
+    gate.start()
+    assert entered.wait(10)
+    threads = [threading.Thread(target=call, args=(n,)) for n in calls if n != "gate"]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(intake._waiting) < len(threads) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    release.set()
+    for t in [gate, *threads]:
+        t.join(10)
+    assert batches == [1, len(threads)]
+    assert out["again"].id == first.id
+    assert isinstance(out["reused"], IdempotencyConflict)
+    assert out["bob-1"].id == out["bob-2"].id
+    assert sorted({p.model: p.outcome for p in out[n].parts}["a"] for n in ("alice-1", "alice-2")) == \
+        ["forget", "joined"]
+    assert len([r for r in lc.requests("a") if r.kind == "forget"]) == 2  # alice's and bob's
+    assert len(lc.erasures()) == 5  # zed, nobody, alice twice, bob
+    lc.drain()
+    assert {e.status for e in lc.erasures()} == {"completed"}
+    _audit_clean(lc)
