@@ -80,6 +80,6 @@ class Tokens:
 
     def find(self, token: str) -> ApiToken | None:
         """The token's record (revoked ones too), or None for a token never issued."""
-        with self.ledger._begin() as s:
+        with self.ledger._read() as s:
             row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.token_sha256 == token_sha256(token)))
             return None if row is None else _record(row)
