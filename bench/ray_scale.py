@@ -16,8 +16,11 @@ baseline of the targets: one worker process against one local process on the
 same threads); ``local, all threads`` leaves the threads as they are, for
 reference; ``ray-N`` starts a local Ray instance of N CPUs and runs the jobs
 as tasks of one CPU and one thread each. Ray's worker processes are started
-and import the strategies (one warm-up task each) before the timing, as a
-running service's are after its first step.
+import the strategies and take a few torch optimiser steps (one warm-up task
+each) before the timing, as a running service's are after its first step; and
+every mode waits for the machine to be quiet first (a fresh Ray instance's own
+processes spend several seconds of CPU starting up, and Ray's workers run at
+nice 15).
 Every mode checks its result against the local one: s3t's state bit for bit,
 analytic's statistics to 1e-8.
 
@@ -117,11 +120,36 @@ class AnalyticLearn:
 
 
 def _warm_up(_: int) -> int:
-    """Import what the jobs run in the worker process, as a worker that ran a step before has it."""
+    """Import what the jobs run and take a few optimiser steps in the worker process, as a worker
+    that ran a step before has done: a process's first torch training pays about a second of
+    one-time set-up, which the local baseline (a process that learned before) does not."""
+    import torch
+
     import lifecycle.strategies.analytic.model  # noqa: F401
     import lifecycle.strategies.s3t.model  # noqa: F401
 
+    layer = torch.nn.Linear(8, 4)
+    optimiser = torch.optim.Adam(layer.parameters(), lr=0.01)
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(layer(torch.randn(16, 8)), torch.randint(0, 4, (16,)))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
     return os.getpid()
+
+
+def settle(quiet_percent: float = 10.0, longest: float = 60.0) -> float:
+    """Wait until the machine is quiet (under ``quiet_percent`` CPU over a second), for at most
+    ``longest`` seconds; returns the seconds waited. A Ray instance's own processes (dashboard
+    agent, runtime-env agent, log monitor) spend several seconds of CPU starting up, and Ray's
+    workers run at nice 15, so without this the timing measures the start-up, not a running
+    cluster."""
+    import psutil
+
+    started = time.monotonic()
+    while psutil.cpu_percent(interval=1.0) >= quiet_percent and time.monotonic() - started < longest:
+        pass
+    return time.monotonic() - started
 
 
 def on_ray(cpus: int, run: Callable[[Executor], tuple[float, object]]) -> tuple[float, object]:
@@ -130,8 +158,11 @@ def on_ray(cpus: int, run: Callable[[Executor], tuple[float, object]]) -> tuple[
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     try:
         executor = RayExecutor(threads=1)
-        # start the worker processes (and import torch and the strategies in them) before the timing
-        executor.map(_warm_up, list(range(cpus)))
+        # start the worker processes (and warm torch and the strategies in them) before the timing
+        warmed = set(executor.map(_warm_up, list(range(cpus))))
+        if len(warmed) != cpus:
+            print(f"  (warm-up reached {len(warmed)} of {cpus} worker processes)")
+        settle()
         return run(executor)
     finally:
         ray.shutdown()
@@ -142,8 +173,10 @@ def measure(workload, repeat: int) -> dict[str, tuple[float, str]]:
     falls on all of them alike), and its results checked against the first local one."""
     runs: dict[str, list[tuple[float, object]]] = {mode: [] for mode in MODES}
     for _ in range(repeat):
+        settle()
         with limited_threads(1):
             runs["local"].append(workload.run(LOCAL))
+        settle()
         runs["local, all threads"].append(workload.run(LOCAL))
         for cpus in (1, 2):
             runs[f"ray-{cpus}"].append(on_ray(cpus, workload.run))
