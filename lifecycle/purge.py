@@ -76,7 +76,8 @@ def sweep(ledger: Ledger, vault: Vault, grace_seconds: float) -> list[str]:
     written them but not yet committed.
     """
     now = time.time()
-    staged = vault.artifacts.remove_stale_staging(grace_seconds, now)
+    staged = vault.artifacts.remove_stale_staging(grace_seconds, now) + vault.keys.remove_stale_temporaries(
+        grace_seconds, now)
     if staged:
         log.info("swept %d staged file(s) a crash left unfinished", staged)
     on_disk = set(vault.artifacts.digests()) | set(vault.keys.digests())

@@ -64,15 +64,26 @@ class KeyStore:
         """Overwrite every key of the artifact, then remove the file (idempotent)."""
         path = self._path(digest)
         try:
-            fd = os.open(path, os.O_RDWR)
+            _overwrite(path)
         except FileNotFoundError:
             return
-        try:
-            os.pwrite(fd, bytes(os.fstat(fd).st_size), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         path.unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self, older_than_seconds: float, now: float) -> int:
+        """Overwrite and remove the temporary files writes a crash cut short left, untouched for
+        ``older_than_seconds`` or longer; returns how many. They hold keys: left in place, one
+        would outlive the shredding of the keys it copies, and the data they open."""
+        removed = 0
+        for path in self.root.glob("??/.tmp-*") if self.root.exists() else ():
+            try:
+                if now - path.stat().st_mtime < older_than_seconds:
+                    continue
+                _overwrite(path)
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass  # renamed into place or removed by another sweep meanwhile
+        return removed
 
     def digests(self) -> list[str]:
         if not self.root.exists():
@@ -84,3 +95,13 @@ class KeyStore:
             return now - self._path(digest).stat().st_mtime
         except FileNotFoundError:
             return 0.0
+
+
+def _overwrite(path: Path) -> None:
+    """Overwrite the whole file with zeros, durably."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, bytes(os.fstat(fd).st_size), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

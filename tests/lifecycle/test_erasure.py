@@ -4,7 +4,9 @@ come back."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import unicodedata
 
 import numpy as np
@@ -168,6 +170,24 @@ def test_the_sweep_erases_what_nothing_references_after_its_grace_period(lc):
     assert lc.sweep(3600) == []  # too young: it may be a submit in flight
     assert lc.sweep(0) == [orphan]
     assert on_disk(lc) == kept
+
+
+def test_the_sweep_overwrites_and_removes_key_files_a_crashed_write_left_after_its_grace(lc):
+    """A key file's temporary copy outlives nothing: left, it would still open records whose
+    keys were shredded since."""
+    make_model(lc)
+    t0, _, _ = digits_tasks()
+    learn_task(lc, "digits", t0)
+    lc.drain()
+    digest = lc.vault.keys.digests()[0]
+    real = lc.vault.keys.root / digest[:2] / digest[2:]
+    left = real.parent / ".tmp-crashed-write"
+    keys = real.read_bytes()
+    left.write_bytes(keys)  # what a write killed between its sync and its rename leaves
+    assert lc.sweep(3600) == [] and left.exists()
+    os.utime(left, (time.time() - 7200,) * 2)
+    assert lc.sweep(3600) == [] and not left.exists()
+    assert real.read_bytes() == keys  # the filed keys stay
 
 
 @pytest.mark.parametrize("policy", ["keep", "purge"])
