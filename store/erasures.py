@@ -124,12 +124,12 @@ class Erasures:
         from lifecycle.store.ledger import _request_digests  # the request digests every submit records
 
         with self._begin() as s:
+            # every model locked in one statement, in id order: two batches never deadlock, and one waits
+            # for the other's commit, so it then reads the keys and holdings the other wrote
+            models = list(s.scalars(select(ModelRow).order_by(ModelRow.id).with_for_update(key_share=True)))
             keys = [i.idempotency_key for i in items if i.idempotency_key is not None]
             prior = {r.idempotency_key: r for r in s.scalars(
                 select(ErasureRow).where(ErasureRow.idempotency_key.in_(keys)))} if keys else {}
-            # every model locked in one statement, in id order: two batches never deadlock; then what each
-            # holds of every subject, read for all models and subjects at once
-            models = list(s.scalars(select(ModelRow).order_by(ModelRow.id).with_for_update(key_share=True)))
             names = {m.id: m.name for m in models}
             digests = [{m.id: item.subject_digest(m.subject_salt) for m in models} for item in items]
             held_by = _counts(s, SampleRow, digests, SampleRow.status.in_(HELD))

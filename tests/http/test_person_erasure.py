@@ -117,9 +117,11 @@ def test_tokens_are_hashed_scoped_and_revocable(lc):
         lc.revoke_token("nope")
 
 
-def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, tmp_path):
+@pytest.mark.parametrize("key", [None, "one-request"])
+def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, tmp_path, key):
     """Two processes' handles erase the same person at the same moment: each
-    model gets one forget, which the other erasure joins, and both complete."""
+    model gets one forget, which the other erasure joins, and both complete;
+    with the same idempotency key, both get the one erasure and no error."""
     import threading
 
     import lifecycle
@@ -135,7 +137,7 @@ def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, 
     def erase(handle):
         start.wait()
         try:
-            results.append(handle.erase(subject="alice", reason="at once"))
+            results.append(handle.erase(subject="alice", reason="at once", idempotency_key=key))
         except Exception as exc:  # surfaced below, with the thread's error
             errors.append(exc)
 
@@ -145,10 +147,13 @@ def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, 
     for t in threads:
         t.join()
     assert errors == [] and len(results) == 2
-    outcomes = sorted({p.model: p.outcome for p in e.parts}["a"] for e in results)
-    assert outcomes == ["forget", "joined"]
     forgets = [r for r in lc.requests("a") if r.kind == "forget"]
     assert len(forgets) == 1
+    if key is None:
+        outcomes = sorted({p.model: p.outcome for p in e.parts}["a"] for e in results)
+        assert outcomes == ["forget", "joined"]
+    else:
+        assert results[0].id == results[1].id and len(lc.erasures()) == 1
     lc.drain()
     assert [lc.erasure(e.id).status for e in results] == ["completed", "completed"]
     _audit_clean(lc)
