@@ -167,6 +167,43 @@ def test_a_bad_chunk_anywhere_leaves_nothing_behind(tmp_path, small_chunks, case
     assert not list((tmp_path / "l.db.artifacts").glob(".tmp-*"))
 
 
+@pytest.mark.parametrize("streamed", [True, False])
+def test_one_learn_sent_twice_at_once_with_one_key_is_learned_once(db_url, tmp_path, streamed):
+    """Two processes' handles send the same learn with the same idempotency key at the same
+    moment (a client retrying against two API processes): both get the one request, and
+    the ledger and the files hold it once."""
+    import threading
+
+    def connect():
+        return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
+
+    new_model(connect(), "m")
+    X, y = data()
+    handles, start, results, errors = [connect(), connect()], threading.Barrier(2), [], []
+
+    def learn(handle):
+        rows = dict(X=batches(X, y, [25, 35])) if streamed else dict(X=X, y=y)
+        start.wait()
+        try:
+            results.append(handle.learn("m", task="t", probe=probe(), idempotency_key="once", **rows))
+        except Exception as exc:  # surfaced below, with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=learn, args=(h,)) for h in handles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lc = connect()
+    assert errors == [] and len(results) == 2 and results[0].id == results[1].id
+    assert [r.id for r in lc.requests("m")] == [results[0].id]
+    lc.drain()
+    assert lc.status(results[0].id).status == "applied"
+    assert lc.sweep(0) == []  # the loser took its own files with it, and not the winner's
+    _, problems = lc.ledger.audit_problems()
+    assert problems == []
+
+
 def test_forgotten_rows_are_refused_chunk_by_chunk(db_url, tmp_path, small_chunks):
     lc = lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
     new_model(lc, "m")
