@@ -25,6 +25,7 @@ from lifecycle.store.records import OPEN, RequestKind, RequestStatus, SampleStat
 from lifecycle.store.schema import (
     CertificateRow,
     ErasurePartRow,
+    ErasureRow,
     EvaluationRow,
     EventRow,
     ModelRow,
@@ -796,6 +797,10 @@ class Ledger:
                         self.ids.text)
                 if found is not None:
                     problems.append(found)
+            troubled = {p.model for p in problems}
+            for found in ledger_audit.erasure_problems(_erasure_rows(s)).values():
+                if found.model not in troubled:
+                    problems.append(found)
         return checked, problems
 
     def events(self, model_id: int | None = None, request_id: str | None = None) -> list[rec.Event]:
@@ -845,6 +850,29 @@ def _tables(s: Session, model_id: int) -> ledger_audit.Tables:
         certificates=rows(CertificateRow, "request_id", "body"),
         tasks=rows(TaskRow, "name", "state", "probe_digest"),
         erasure_parts=rows(ErasurePartRow, "erasure_id", "outcome", "request_id", "held", "tombstoned"),
+    )
+
+
+def _erasure_rows(s: Session) -> ledger_audit.ErasureRows:
+    """Every erasure, its parts, their requests and certificates, and the models, for the audit."""
+
+    def rows(*columns, where=None):
+        q = select(*columns)
+        return [dict(r._mapping) for r in s.execute(q if where is None else q.where(where))]
+
+    parts = rows(ErasurePartRow.erasure_id, ErasurePartRow.model_id, ErasurePartRow.outcome,
+                 ErasurePartRow.request_id)
+    asked = select(ErasurePartRow.request_id).where(ErasurePartRow.request_id.is_not(None))
+    return ledger_audit.ErasureRows(
+        erasures=rows(ErasureRow.id, ErasureRow.subject_hash, ErasureRow.status, ErasureRow.received_at,
+                      ErasureRow.due_at),
+        parts=parts,
+        requests={r["id"]: r for r in rows(RequestRow.id, RequestRow.status, RequestRow.target,
+                                           RequestRow.received_at, RequestRow.due_at,
+                                           where=RequestRow.id.in_(asked))},
+        certified=set(s.scalars(select(CertificateRow.request_id).where(CertificateRow.request_id.in_(asked)))),
+        models={m.id: (m.name, m.subject_salt) for m in s.execute(select(ModelRow.id, ModelRow.name,
+                                                                        ModelRow.subject_salt))},
     )
 
 

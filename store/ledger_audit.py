@@ -333,3 +333,60 @@ class _Row:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
+
+
+@dataclass(frozen=True)
+class ErasureRows:
+    """Every person-level erasure and what it rests on, as plain dicts, for ``erasure_problems``."""
+
+    erasures: list[dict[str, Any]]  # id, subject_hash, status, received_at, due_at
+    parts: list[dict[str, Any]]  # erasure_id, model_id, outcome, request_id
+    requests: dict[str, dict[str, Any]]  # id -> status, target, received_at, due_at (the parts' requests)
+    certified: set[str]  # request ids with a certificate
+    models: dict[int, tuple[str, str | None]]  # id -> name, subject salt (None: keyed identifiers)
+
+
+def erasure_problems(rows: ErasureRows) -> dict[int, RowProblem]:
+    """Check each erasure row against the rows its model chains prove (its parts, their
+    forgets, the certificates): the first problem per model.
+
+    An erasure row is in no chain of its own; what it claims is checked here. Completed
+    needs every forget it rests on applied and certified, cancelled every forget it
+    queued cancelled. A forget it queued was queued with its received and due times and,
+    on a model with keyed identifiers, both name one subject's digest. A stored status
+    behind what its forgets say is not a problem: it is brought up to date on the next
+    refresh."""
+    found: dict[int, RowProblem] = {}
+    parts_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for part in rows.parts:
+        parts_of[part["erasure_id"]].append(part)
+    for erasure in sorted(rows.erasures, key=lambda e: (e["received_at"], e["id"])):
+        for part in sorted(parts_of[erasure["id"]], key=lambda p: p["model_id"]):
+            model_id = part["model_id"]
+            if model_id in found or part["request_id"] is None:
+                continue
+            problem = _erasure_part_problem(erasure, part, rows.requests.get(part["request_id"]),
+                                            part["request_id"] in rows.certified, rows.models[model_id][1])
+            if problem is not None:
+                found[model_id] = RowProblem(rows.models[model_id][0], "erasures", f"erasure {erasure['id']}",
+                                             problem)
+    return found
+
+
+def _erasure_part_problem(erasure: dict[str, Any], part: dict[str, Any], request: dict[str, Any] | None,
+                          certified: bool, salt: str | None) -> str | None:
+    if request is None:
+        return f"its part names request {part['request_id']}, which is not in the ledger"
+    if erasure["status"] == "completed" and not (request["status"] == "applied" and certified):
+        return (f"it says completed, but its forget {part['request_id']} is {request['status']}"
+                f"{'' if certified else ', with no certificate'}")
+    if erasure["status"] == "cancelled" and part["outcome"] == "forget" and request["status"] != "cancelled":
+        return f"it says cancelled, but the forget it queued, {part['request_id']}, is {request['status']}"
+    if salt is None and request["target"].get("subject_hash") != erasure["subject_hash"]:
+        return f"its subject is not the one its forget {part['request_id']} forgets"
+    if part["outcome"] == "forget":
+        for name in ("received_at", "due_at"):
+            if request[name] != erasure[name]:
+                return (f"its {name.replace('_at', '')} time {erasure[name].isoformat()} is not its forget's "
+                        f"({request[name].isoformat() if request[name] else None})")
+    return None

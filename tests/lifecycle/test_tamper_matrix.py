@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import sqlite3
 import uuid
@@ -19,6 +20,7 @@ from lifecycle.store.records import StepResult
 from lifecycle.store.schema import (
     CertificateRow,
     ErasurePartRow,
+    ErasureRow,
     EvaluationRow,
     EventRow,
     ModelRow,
@@ -59,6 +61,8 @@ def original(request, tmp_path_factory):
     lc.drain()
     lc.forget("gated", task="2-3")
     lc.drain()
+    # bob's erasure, its forget left queued on digits
+    lc.erase(subject="bob", reason="erasure request 2026-04")
     # a person's erasure after the fact: digits records it had forgotten alice already, gated that it held none
     lc.erase(subject="alice", reason="erasure request 2026-03", requested_by="dpo")
     assert lc.relapse("gated") and lc.ledger.audit_problems()[1] == []
@@ -154,6 +158,13 @@ CASES = {
         ErasurePartRow.model_id == digits_id(s))),
     "an erasure's record rewritten to 'held none'": ("erasure_parts", lambda s: update(ErasurePartRow).where(
         ErasurePartRow.outcome == "already_forgotten").values(outcome="none", tombstoned=0)),
+    "a pending erasure marked completed": ("erasures", lambda s: update(ErasureRow).where(
+        ErasureRow.status == "pending").values(status="completed")),
+    "an erasure's subject rewritten": ("erasures", lambda s: update(ErasureRow).where(
+        ErasureRow.status == "pending").values(subject_hash="0" * 64)),
+    "an erasure's due date moved later": ("erasures", lambda s: update(ErasureRow).where(
+        ErasureRow.status == "pending").values(due_at=s.scalar(select(ErasureRow.due_at).where(
+            ErasureRow.status == "pending")) + dt.timedelta(days=60))),
     "a forgotten task set back to learned": ("tasks", lambda s: update(TaskRow).where(
         TaskRow.state == "forgotten").values(state="learned")),
 }
