@@ -210,11 +210,6 @@ class Erasures:
             s.flush()
             return out
 
-    def get(self, erasure_id: str) -> Erasure | None:
-        with self._begin() as s:
-            row = s.get(ErasureRow, erasure_id)
-            return None if row is None else self._record(s, row)
-
     def ids_starting(self, prefix: str, limit: int) -> list[str]:
         with self._begin() as s:
             return list(s.scalars(select(ErasureRow.id).where(ErasureRow.id >= prefix, ErasureRow.id < prefix + "~")
