@@ -12,6 +12,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,3 +93,23 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.05):
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def at_once(*calls):
+    """Run the calls in threads released together; their results and their errors, each in
+    the order they ended."""
+    start, results, errors = threading.Barrier(len(calls)), [], []
+
+    def run(call):
+        start.wait()
+        try:
+            results.append(call())
+        except Exception as exc:  # handed to the test, which asserts on it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors

@@ -11,6 +11,7 @@ import pytest
 
 from lifecycle.errors import IdempotencyConflict, InvalidRequest, RequestNotCancellable, UnknownRequest
 from tests.data import alternating_subjects, digits_tasks, learn_task, make_model
+from tests.helpers import at_once
 
 
 def _three_models(lc):
@@ -122,8 +123,6 @@ def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, 
     """Two processes' handles erase the same person at the same moment: each
     model gets one forget, which the other erasure joins, and both complete;
     with the same idempotency key, both get the one erasure and no error."""
-    import threading
-
     import lifecycle
 
     def connect():
@@ -131,21 +130,8 @@ def test_two_erasures_of_one_subject_at_once_queue_one_forget_per_model(db_url, 
 
     lc = connect()
     _three_models(lc)
-    handles = [connect(), connect()]
-    start, results, errors = threading.Barrier(2), [], []
-
-    def erase(handle):
-        start.wait()
-        try:
-            results.append(handle.erase(subject="alice", reason="at once", idempotency_key=key))
-        except Exception as exc:  # surfaced below, with the thread's error
-            errors.append(exc)
-
-    threads = [threading.Thread(target=erase, args=(h,)) for h in handles]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = at_once(*(lambda h=h: h.erase(subject="alice", reason="at once", idempotency_key=key)
+                                for h in (connect(), connect())))
     assert errors == [] and len(results) == 2
     forgets = [r for r in lc.requests("a") if r.kind == "forget"]
     assert len(forgets) == 1

@@ -16,7 +16,7 @@ from lifecycle.store import row_digests
 from lifecycle.store.errors import ArtifactCorrupt
 from lifecycle.vault import Erased
 from lifecycle.worker import LruBytes, footprint
-from tests.helpers import snapshot
+from tests.helpers import at_once, snapshot
 
 D, C = 12, 4
 
@@ -172,28 +172,17 @@ def test_one_learn_sent_twice_at_once_with_one_key_is_learned_once(db_url, tmp_p
     """Two processes' handles send the same learn with the same idempotency key at the same
     moment (a client retrying against two API processes): both get the one request, and
     the ledger and the files hold it once."""
-    import threading
-
     def connect():
         return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
 
     new_model(connect(), "m")
     X, y = data()
-    handles, start, results, errors = [connect(), connect()], threading.Barrier(2), [], []
 
     def learn(handle):
         rows = dict(X=batches(X, y, [25, 35])) if streamed else dict(X=X, y=y)
-        start.wait()
-        try:
-            results.append(handle.learn("m", task="t", probe=probe(), idempotency_key="once", **rows))
-        except Exception as exc:  # surfaced below, with the thread's error
-            errors.append(exc)
+        return handle.learn("m", task="t", probe=probe(), idempotency_key="once", **rows)
 
-    threads = [threading.Thread(target=learn, args=(h,)) for h in handles]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = at_once(*(lambda h=h: learn(h) for h in (connect(), connect())))
     lc = connect()
     assert errors == [] and len(results) == 2 and results[0].id == results[1].id
     assert [r.id for r in lc.requests("m")] == [results[0].id]
