@@ -266,3 +266,27 @@ def test_erasures_submitted_at_once_share_one_transaction_each_as_if_alone(lc):
     from lifecycle.store.erasures import Erasures
     assert {e.status for e in Erasures(lc.ledger).list()} == {"completed"}
     _audit_clean(lc)
+
+
+def test_refreshes_at_once_announce_a_status_change_once(db_url, tmp_path):
+    """A worker's refresh, the service's job and status polls can bring one erasure up to
+    date at the same moment: its change is stored and its callback written once."""
+    import json
+
+    import lifecycle
+    from lifecycle.store.erasures import Erasures
+    from lifecycle.store.outbox import Outbox
+
+    def connect():
+        return lifecycle.connect(db_url, artifacts=tmp_path / "artifacts", keys=tmp_path / "keys")
+
+    lc = connect()
+    _three_models(lc)
+    e = lc.erase(subject="alice", status_callback_urls=["http://127.0.0.1:9/cb"])
+    claim = lc.ledger.queue.claim("w", 60.0)  # its forget starts: the stored "pending" is now behind
+    assert claim.request.id == next(p.request_id for p in e.parts if p.request_id)
+    results, errors = at_once(*(lambda h=h: Erasures(h.ledger).refresh(e.id) for h in [connect() for _ in range(4)]))
+    assert errors == [] and {r[0].status for r in results} == {"in_progress"}
+    assert sorted(r[1] for r in results if r[1] is not None) == ["pending"]  # one of them made the change
+    announced = [json.loads(d.body)["lifecycle_status"] for d in Outbox(lc.ledger).list(e.id)]
+    assert announced == ["pending", "in_progress"]
